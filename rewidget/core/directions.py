@@ -1,0 +1,121 @@
+"""Context directions D from C⁻¹k*, and where a context fires.
+
+    inv = CovarianceInverse(C)                          # Cholesky once per layer
+    K, w = context_keys(mem, [(keys_a, mask_a), ...])   # (n, C_in) keys, (n,) mask weights
+    D = context_directions(inv, K, w, rank=1)           # (C_in, r), orthonormal columns
+    s = context_match(mem, keys, D, K, w)               # (N, H, W): 1.0 = as strong as the context
+
+A rank-r update W₀ + ΛDᵀ only changes the output for keys with a component along D, and
+choosing D from C⁻¹k* makes the update the one that disturbs other keys least (paper, eq. 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import RewriteError, check_finite
+from .masks import MIN_MASK_WEIGHT, mask_at
+from .memory import LinearMemory
+
+
+@dataclass
+class CovarianceInverse:
+    """Solves C x = k with a Cholesky factor; regularises a singular C and says so."""
+
+    moment: torch.Tensor  # (C_in, C_in) float64
+    relative_ridge: float = 1e-6
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        c = self.moment.to(torch.float64)
+        check_finite("the key second moment C", c,
+                     "rebuild the statistics (session.statistics(refresh=True)).")
+        dim = c.shape[0]
+        scale = float(torch.diagonal(c).mean()) or 1.0
+        evals = torch.linalg.eigvalsh(c)
+        dead = int((torch.diagonal(c) <= 1e-12 * scale).sum())
+        ridge = self.relative_ridge * scale
+        if float(evals[0]) < 1e-9 * float(evals[-1]):
+            self.notes.append(
+                f"C is singular or nearly so (smallest/largest eigenvalue "
+                f"{float(evals[0]):.2e}/{float(evals[-1]):.2e}, {dead} of {dim} channels never "
+                f"fire); regularised with ridge {ridge:.2e} (= {self.relative_ridge:g} x mean "
+                "diagonal).")
+        self.chol = torch.linalg.cholesky(c + ridge * torch.eye(dim, dtype=c.dtype,
+                                                                 device=c.device))
+
+    def solve(self, rows: torch.Tensor) -> torch.Tensor:
+        """C⁻¹ kᵢ for rows (n, C_in) → (n, C_in), float64."""
+        k = rows.to(device=self.chol.device, dtype=torch.float64)
+        return torch.cholesky_solve(k.T, self.chol).T
+
+
+def context_keys(mem: LinearMemory, entries) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the masked keys of several (keys (1, C_in, H, W), uint8 mask) context entries.
+
+    Returns K (n, C_in) and weights w (n,) from the mask area-resampled to the key grid.
+    """
+    rows, weights = [], []
+    for keys, mask in entries:
+        if mem.spatial:
+            h, w = keys.shape[-2:]
+            m = mask_at(mask, (h, w), keys.device).reshape(-1)
+        else:
+            m = torch.ones(mem.key_rows(keys).shape[0], device=keys.device)
+        r = mem.key_rows(keys)
+        keep = m > MIN_MASK_WEIGHT
+        rows.append(r[keep])
+        weights.append(m[keep])
+    if not rows or sum(r.shape[0] for r in rows) == 0:
+        raise RewriteError("The context covers no location of the layer's key grid.",
+                           "paint a larger context region, or choose a finer layer.")
+    return torch.cat(rows), torch.cat(weights)
+
+
+def context_directions(inv: CovarianceInverse, keys: torch.Tensor, weights: torch.Tensor,
+                       rank: int) -> torch.Tensor:
+    """Top-``rank`` left singular vectors of C⁻¹K*ᵀ (mask-weighted): D (C_in, r), orthonormal."""
+    dim = keys.shape[1]
+    if not 1 <= rank <= dim:
+        raise RewriteError(f"Rank {rank} is outside 1..{dim} (the layer's key dimension).",
+                           f"choose a rank between 1 and {dim}; 1-3 is typical.")
+    check_finite("the context keys", keys)
+    ck = inv.solve(keys) * weights.to(torch.float64).sqrt()[:, None]  # (n, C_in)
+    if float(ck.abs().max()) == 0:
+        raise RewriteError("The context keys are all zero at this layer (nothing fires there).",
+                           "paint the context on a region with visible content, or pick another layer.")
+    u, s, _ = torch.linalg.svd(ck.T, full_matrices=False)  # u: (C_in, min(n, C_in))
+    if rank > u.shape[1]:
+        raise RewriteError(
+            f"Rank {rank} needs at least {rank} distinct context keys; the context has {u.shape[1]}.",
+            "lower the rank or paint more context (more samples or a larger region).")
+    d = u[:, :rank]
+    # orient each direction so the context keys project positively (match scores read as > 0)
+    sign = torch.sign((keys.to(torch.float64) @ d * weights[:, None].to(torch.float64)).sum(0))
+    sign[sign == 0] = 1
+    return (d * sign).to(keys.dtype)
+
+
+def match_map(mem: LinearMemory, keys: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Strength of the projection onto span(D) at every location: (N, H, W) (linear: (N, ...))."""
+    z = mem.project(keys, directions)
+    if directions.shape[1] == 1:
+        return z[:, 0] if mem.spatial else z[..., 0]
+    return z.norm(dim=1) if mem.spatial else z.norm(dim=-1)
+
+
+def context_level(mem: LinearMemory, directions: torch.Tensor, ctx_keys: torch.Tensor,
+                  ctx_weights: torch.Tensor) -> float:
+    """Mask-weighted mean projection of the context keys themselves (the level "1.0")."""
+    z = ctx_keys @ directions.to(ctx_keys.dtype)
+    s = z[:, 0] if z.shape[1] == 1 else z.norm(dim=1)
+    level = float((s * ctx_weights).sum() / ctx_weights.sum())
+    return level if level > 0 else 1.0
+
+
+def context_match(mem: LinearMemory, keys: torch.Tensor, directions: torch.Tensor,
+                  ctx_keys: torch.Tensor, ctx_weights: torch.Tensor) -> torch.Tensor:
+    """match_map normalised so 1.0 means "fires as strongly as the painted context"."""
+    return match_map(mem, keys, directions) / context_level(mem, directions, ctx_keys, ctx_weights)

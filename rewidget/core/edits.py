@@ -1,0 +1,107 @@
+"""An edit is data: the layer, the low-rank factors (D, Λ) and the request that produced it.
+
+    edit = compute_edit(gen, request, inv)      # pure: the model is the same afterwards
+    edit.delta(gen.layer(edit.layer))           # weight-shaped ΔW = ΛDᵀ
+    edit.report["installed"]["l1"]              # masked error of W + ΔW on the goal region
+
+Invariant: compute_edit never writes a weight; EditHistory (history.py) is the only writer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .directions import CovarianceInverse, context_directions, context_keys, context_level
+from .errors import RewriteError
+from .memory import LinearMemory, memory_for
+from .progress import CancelToken, ProgressFn, check_cancel, report
+from .protocol import Generator
+from .requests import EditRequest, Sample
+from .solve import masked_errors, solve_exact, solve_iterative
+from .targets import Target, erase_target, paste_target
+
+_ids = itertools.count(1)
+
+
+@dataclass(frozen=True, eq=False)
+class Edit:
+    layer: str
+    directions: torch.Tensor  # D (C_in, r), orthonormal columns
+    factor: torch.Tensor  # Λ in the layer's weight layout with r on the key axis
+    request: EditRequest | None
+    report: dict = field(default_factory=dict)
+    context_level: float = 1.0  # mean ⟨k*, d⟩ over the context: match score 1.0
+    targets: tuple[Target, ...] = field(default=(), repr=False)  # goals it was solved for
+    id: int = field(default_factory=lambda: next(_ids))
+    created: float = field(default_factory=time.time)
+
+    @property
+    def rank(self) -> int:
+        return int(self.directions.shape[1])
+
+    def delta(self, module: torch.nn.Module) -> torch.Tensor:
+        return memory_for(module, self.layer).delta_weight(self.directions, self.factor)
+
+    def summary(self) -> str:
+        kind = self.request.kind if self.request else "loaded"
+        return f"#{self.id} {kind} @ {self.layer}, rank {self.rank}"
+
+
+def sample_latents(gen: Generator, samples: list[Sample]) -> torch.Tensor:
+    """Stack the latents of seeds and explicit latents, on the generator's device."""
+    zs = []
+    for s in samples:
+        if s.seed is not None:
+            zs.append(gen.latents([s.seed]))
+        else:
+            z = s.latent.to(gen.device)
+            zs.append(z[None] if z.dim() == len(gen.latents([0]).shape) - 1 else z)
+    return torch.cat(zs)
+
+
+def build_targets(gen: Generator, mem: LinearMemory, request: EditRequest,
+                  keys_of) -> list[Target]:
+    if request.kind == "paste":
+        return [paste_target(mem, keys_of(request.copy.sample), request.copy.mask,
+                             keys_of(request.paste.sample), request.paste.offset, gen.image_size)]
+    return [erase_target(mem, keys_of(sel.sample), sel.mask) for sel in request.context]
+
+
+def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
+                 progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Edit:
+    """Directions from the context, goals from copy/paste or erase, Λ from the chosen solver."""
+    request.validate_complete()
+    if request.layer not in gen.layer_names():
+        raise RewriteError(f"Unknown layer {request.layer!r}.",
+                           f"choose one of {gen.layer_names()}.")
+    mem = memory_for(gen.layer(request.layer), request.layer)
+    report(progress, 0, 3, "keys")
+    samples = list({s: None for s in [c.sample for c in request.context]
+                    + ([request.copy.sample, request.paste.sample] if request.kind == "paste" else [])})
+    with torch.no_grad():
+        keys = gen.keys(request.layer, sample_latents(gen, samples))
+    by_sample = {s: keys[i:i + 1] for i, s in enumerate(samples)}
+    check_cancel(cancel, "The edit")
+    ctx_k, ctx_w = context_keys(mem, [(by_sample[c.sample], c.mask) for c in request.context])
+    d = context_directions(inv, ctx_k, ctx_w, request.rank)
+    targets = build_targets(gen, mem, request, by_sample.__getitem__)
+    report(progress, 1, 3, "solve")
+    opts = dict(request.solver_options)
+    if request.solver == "exact":
+        if mem.kind not in ("conv2d", "conv_transpose2d", "linear"):
+            raise RewriteError(f"The exact solver needs a layer linear in its weight; "
+                               f"{request.layer!r} is not.", "use solver='iterative'.")
+        factor, rep = solve_exact(mem, d, targets, **opts)
+    else:
+        factor, rep = solve_iterative(mem, d, targets, progress=progress, cancel=cancel, **opts)
+    w = mem.weight.detach()
+    delta = mem.delta_weight(d, factor)
+    rep = {**rep, "before": masked_errors(mem, targets),
+           "installed": masked_errors(mem, targets, w + delta), "notes": list(inv.notes)}
+    report(progress, 3, 3, "done")
+    return Edit(request.layer, d.detach(), factor.detach(), request, rep,
+                context_level(mem, d, ctx_k, ctx_w), tuple(targets))

@@ -1,0 +1,280 @@
+"""Edit requests as data: what the user selected, saved as JSON and replayed exactly.
+
+    req = EditRequest(kind="paste", layer="main.6", rank=1, solver="exact", model="dcgan-faces",
+                      context=(Selection(Sample(3), ctx_mask),),
+                      copy=Selection(Sample(5), obj_mask), paste=Paste(Sample(3), (4, -2)))
+    text = req.to_json()                       # masks as PNG data URLs, latents by seed or value
+    assert EditRequest.from_json(text) == req  # same masks bit for bit, same weights on replay
+
+    req = from_paper_json(saved, latents=z, layer="main.6", model="dcgan-faces")
+        # the paper tool's {"key": [[imgnum, dataURL], ...], "object": [...], "paste": [...]}
+
+Masks are uint8 arrays; any float or bool mask is quantised once, when the request is built.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import RewriteError
+from .masks import as_mask, bounding_box, mask_at, mask_from_data_url, mask_to_data_url
+
+FORMAT = "rewidget.edit-request/1"
+SOLVERS = ("exact", "iterative")
+KINDS = ("paste", "erase")
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    """One generated image: by integer seed, or by an explicit latent (e.g. from an inversion)."""
+
+    seed: int | None = None
+    latent: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if (self.seed is None) == (self.latent is None):
+            raise RewriteError("A sample needs exactly one of a seed or a latent.",
+                               "pass Sample(seed) or Sample(latent=z).")
+        if self.seed is not None and not isinstance(self.seed, (int, np.integer)):
+            raise RewriteError(f"Seed {self.seed!r} is not an integer.", "pass an int seed.")
+        if self.latent is not None:
+            lat = torch.as_tensor(self.latent).detach().to("cpu", torch.float32)
+            if not bool(torch.isfinite(lat).all()):
+                raise RewriteError("The latent contains NaN or Inf.", "pass a finite latent.")
+            object.__setattr__(self, "latent", lat)
+
+    @classmethod
+    def of(cls, ref: Any) -> Sample:
+        if isinstance(ref, Sample):
+            return ref
+        if isinstance(ref, torch.Tensor):
+            return cls(latent=ref)
+        return cls(seed=int(ref)) if isinstance(ref, (int, np.integer)) else cls(seed=ref)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sample):
+            return NotImplemented
+        if self.seed is not None or other.seed is not None:
+            return self.seed == other.seed
+        return torch.equal(self.latent, other.latent)
+
+    def __hash__(self) -> int:
+        return hash(self.seed) if self.seed is not None else hash(self.latent.numpy().tobytes())
+
+    def label(self) -> str:
+        return f"seed {self.seed}" if self.seed is not None else "latent"
+
+    def to_json(self) -> dict:
+        if self.seed is not None:
+            return {"seed": int(self.seed)}
+        return {"latent": {"shape": list(self.latent.shape),
+                           "float32_base64": base64.b64encode(self.latent.numpy().tobytes()).decode()}}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Sample:
+        if isinstance(obj, dict) and "seed" in obj:
+            return cls(seed=_typed(obj["seed"], int, "sample seed"))
+        if isinstance(obj, dict) and isinstance(obj.get("latent"), dict):
+            lat = obj["latent"]
+            try:
+                raw = base64.b64decode(lat["float32_base64"], validate=True)
+                arr = np.frombuffer(raw, dtype=np.float32).reshape(lat["shape"])
+            except Exception as e:
+                raise RewriteError(f"A latent in the request could not be decoded ({e}).",
+                                   "save the request again with rewidget.") from e
+            return cls(latent=torch.from_numpy(arr.copy()))
+        raise RewriteError(f"A sample in the request is {obj!r}; expected {{'seed': int}} or "
+                           "{'latent': {...}}.", "fix or re-save the request file.")
+
+
+@dataclass(frozen=True, eq=False)
+class Selection:
+    """A painted region on one sample."""
+
+    sample: Sample
+    mask: np.ndarray  # (H, W) uint8
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sample", Sample.of(self.sample))
+        object.__setattr__(self, "mask", as_mask(self.mask))
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Selection) and self.sample == other.sample
+                and np.array_equal(self.mask, other.mask))
+
+    def to_json(self) -> dict:
+        return {"sample": self.sample.to_json(), "mask": mask_to_data_url(self.mask)}
+
+    @classmethod
+    def from_json(cls, obj: Any, what: str) -> Selection:
+        if not isinstance(obj, dict) or "sample" not in obj or "mask" not in obj:
+            raise RewriteError(f"The {what} entry must be {{'sample': ..., 'mask': dataURL}}.",
+                               "fix or re-save the request file.")
+        return cls(Sample.from_json(obj["sample"]), mask_from_data_url(obj["mask"], what))
+
+
+@dataclass(frozen=True, eq=False)
+class Paste:
+    """Where the copied region goes: a target sample and an offset (dx, dy) in image pixels."""
+
+    sample: Sample
+    offset: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sample", Sample.of(self.sample))
+        try:
+            dx, dy = (float(v) for v in self.offset)
+        except (TypeError, ValueError) as e:
+            raise RewriteError(f"The paste offset {self.offset!r} is not two numbers (dx, dy).",
+                               "pass offset=(dx, dy) in image pixels.") from e
+        if not (np.isfinite(dx) and np.isfinite(dy)):
+            raise RewriteError("The paste offset is NaN or Inf.", "pass finite (dx, dy).")
+        object.__setattr__(self, "offset", (dx, dy))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Paste) and self.sample == other.sample and self.offset == other.offset
+
+
+@dataclass(frozen=True, eq=False)
+class EditRequest:
+    """Everything that determines an edit (given the model and its key statistics)."""
+
+    layer: str
+    model: str = ""
+    kind: str = "paste"
+    rank: int = 1
+    solver: str = "exact"
+    context: tuple[Selection, ...] = ()
+    copy: Selection | None = None
+    paste: Paste | None = None
+    stats_samples: int = 10_000
+    solver_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "context", tuple(self.context))
+        if self.kind not in KINDS:
+            raise RewriteError(f"Unknown edit kind {self.kind!r}.", f"use one of {KINDS}.")
+        if self.solver not in SOLVERS:
+            raise RewriteError(f"Unknown solver {self.solver!r}.", f"use one of {SOLVERS}.")
+        if not isinstance(self.rank, (int, np.integer)) or isinstance(self.rank, bool) or self.rank < 1:
+            raise RewriteError(f"Rank {self.rank!r} is not a positive integer.",
+                               "use rank=1 (or a small integer such as 2-3).")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, EditRequest) and self.to_dict() == other.to_dict()
+
+    def validate_complete(self) -> None:
+        """Raise a RewriteError naming the first missing selection."""
+        if not self.context:
+            raise RewriteError("No context is selected.",
+                               "paint the context (where the rule applies) on one or more samples.")
+        if self.kind == "paste":
+            if self.copy is None:
+                raise RewriteError("Nothing is copied.", "paint the object to copy with the copy tool.")
+            if self.paste is None:
+                raise RewriteError("The copy has not been pasted.",
+                                   "choose a target sample and place the pasted patch on it.")
+
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT, "model": self.model, "kind": self.kind, "layer": self.layer,
+            "rank": int(self.rank), "solver": self.solver, "stats_samples": int(self.stats_samples),
+            "solver_options": dict(self.solver_options),
+            "context": [s.to_json() for s in self.context],
+            "copy": self.copy.to_json() if self.copy else None,
+            "paste": {"sample": self.paste.sample.to_json(), "offset": list(self.paste.offset)}
+            if self.paste else None,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str | dict) -> EditRequest:
+        try:
+            obj = json.loads(text) if isinstance(text, (str, bytes)) else text
+        except json.JSONDecodeError as e:
+            raise RewriteError(f"The edit request is not valid JSON ({e}).",
+                               "load a file saved by session.save_request().") from e
+        if not isinstance(obj, dict):
+            raise RewriteError("The edit request must be a JSON object.",
+                               "load a file saved by session.save_request().")
+        if obj.get("format") != FORMAT:
+            if {"key", "object", "paste"} & set(obj):
+                raise RewriteError("This looks like a request saved by the paper's tool.",
+                                   "import it with rewidget.core.requests.from_paper_json(obj, latents=...).")
+            raise RewriteError(f"Unknown request format {obj.get('format')!r}; expected {FORMAT!r}.",
+                               "load a file saved by session.save_request().")
+        paste = obj.get("paste")
+        if paste is not None and not (isinstance(paste, dict) and "sample" in paste):
+            raise RewriteError("The request's paste must be {'sample': ..., 'offset': [dx, dy]}.",
+                               "fix or re-save the request file.")
+        return cls(
+            layer=_typed(obj.get("layer"), str, "layer"),
+            model=_typed(obj.get("model", ""), str, "model"),
+            kind=_typed(obj.get("kind", "paste"), str, "kind"),
+            rank=_typed(obj.get("rank", 1), int, "rank"),
+            solver=_typed(obj.get("solver", "exact"), str, "solver"),
+            stats_samples=_typed(obj.get("stats_samples", 10_000), int, "stats_samples"),
+            solver_options=_typed(obj.get("solver_options", {}), dict, "solver_options"),
+            context=tuple(Selection.from_json(c, "context")
+                          for c in _typed(obj.get("context", []), list, "context")),
+            copy=Selection.from_json(obj["copy"], "copy") if obj.get("copy") else None,
+            paste=Paste(Sample.from_json(paste["sample"]), tuple(paste.get("offset", (0, 0))))
+            if paste else None,
+        )
+
+
+def _typed(value: Any, typ: type, what: str) -> Any:
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise RewriteError(f"The request's {what} is {value!r}; expected {typ.__name__}.",
+                           "fix or re-save the request file.")
+    return value
+
+
+def from_paper_json(obj: dict | str, latents: torch.Tensor, layer: str, model: str = "",
+                    image_size: int = 64, rank: int = 1, solver: str = "exact") -> EditRequest:
+    """Import a request saved by the paper's rewriting tool.
+
+    ``latents[imgnum]`` must be the latent its image numbers refer to. Masks may be any size;
+    they are resized to ``image_size``. The paste offset is the shift between the bounding-box
+    centres of the object mask and the paste mask.
+    """
+    if isinstance(obj, str):
+        try:
+            obj = json.loads(obj)
+        except json.JSONDecodeError as e:
+            raise RewriteError(f"The paper-tool request is not valid JSON ({e}).",
+                               "pass the file's JSON text or the parsed dict.") from e
+    if not isinstance(obj, dict) or not all(k in obj for k in ("key", "object", "paste")):
+        raise RewriteError("A paper-tool request needs 'key', 'object' and 'paste' entries.",
+                           "pass the JSON the paper's tool saved.")
+    lat = torch.as_tensor(latents)
+
+    def entry(pair, what):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], int)):
+            raise RewriteError(f"The paper-tool {what} entry must be [imgnum, dataURL].",
+                               "fix the file.")
+        num, url = pair
+        if not 0 <= num < lat.shape[0]:
+            raise RewriteError(f"The paper-tool {what} refers to image {num}, but only "
+                               f"{lat.shape[0]} latents were given.",
+                               "pass the latents of every image the request refers to.")
+        m = mask_from_data_url(url, f"paper-tool {what} mask")
+        m = np.rint(mask_at(m, (image_size, image_size)).numpy() * 255).astype(np.uint8)
+        return Sample(latent=lat[num]), m
+
+    context = tuple(Selection(*entry(p, "key")) for p in obj["key"])
+    src, obj_mask = entry(obj["object"], "object")
+    dst, paste_mask = entry(obj["paste"], "paste")
+    ox0, oy0, ox1, oy1 = bounding_box(as_mask(obj_mask, "paper-tool object mask"))
+    px0, py0, px1, py1 = bounding_box(as_mask(paste_mask, "paper-tool paste mask"))
+    offset = ((px0 + px1 - ox0 - ox1) / 2, (py0 + py1 - oy0 - oy1) / 2)
+    return EditRequest(layer=layer, model=model, kind="paste", rank=rank, solver=solver,
+                       context=context, copy=Selection(src, obj_mask), paste=Paste(dst, offset))

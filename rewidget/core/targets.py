@@ -1,0 +1,92 @@
+"""What the edited layer should produce: goals v* for copy/paste and for erase.
+
+    t = paste_target(mem, src_keys, copy_mask, dst_keys, offset=(dx, dy), image_size=64)
+    t.goal      # (1, C_out, H', W'): the target's values with the copied values pasted in
+    t.weight    # (H', W'): where the goal counts (the shifted copy mask, at value resolution)
+
+    t = erase_target(mem, keys, mask)   # goal: the region filled in from its surroundings
+
+A Target pairs keys with the values they should produce; the solvers fit Λ to a list of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import RewriteError
+from .masks import MIN_MASK_WEIGHT, mask_at, shift
+from .memory import LinearMemory
+
+
+@dataclass(frozen=True)
+class Target:
+    keys: torch.Tensor  # (1, C_in, H, W)
+    goal: torch.Tensor  # (1, C_out, H', W')
+    weight: torch.Tensor  # (H', W') in [0, 1]
+
+    def rows(self, mem: LinearMemory):
+        """Masked (keys-independent) goal rows and weights: (P, C_out), (P,)."""
+        w = self.weight.reshape(-1)
+        keep = w > MIN_MASK_WEIGHT
+        return mem.value_rows(self.goal)[keep], w[keep], keep
+
+
+def _value_grid(values: torch.Tensor) -> tuple[int, int]:
+    return tuple(values.shape[-2:])
+
+
+def paste_target(mem: LinearMemory, src_keys: torch.Tensor, copy_mask: np.ndarray,
+                 dst_keys: torch.Tensor, offset: tuple[float, float], image_size: int) -> Target:
+    """Goal: the copied region's values from the source, moved by ``offset`` into the target."""
+    with torch.no_grad():
+        src_vals = mem.values(src_keys)
+        dst_vals = mem.values(dst_keys)
+    if not mem.spatial:
+        return Target(dst_keys, src_vals, torch.ones(1, 1, device=src_vals.device))
+    grid = _value_grid(src_vals)
+    m = mask_at(copy_mask, grid, src_vals.device)
+    moved_m = shift(m[None, None], offset, image_size)[0, 0].clamp(0, 1)
+    moved_v = shift(src_vals, offset, image_size)
+    inside = float(moved_m.sum()) / max(float(m.sum()), 1e-12)
+    if float(m.sum()) <= MIN_MASK_WEIGHT:
+        raise RewriteError("The copy mask covers no location of the layer's value grid.",
+                           "paint a larger copy region or choose a finer layer.")
+    if inside < 0.5:
+        raise RewriteError(
+            f"The paste lands outside the image: only {inside:.0%} of the copied region is inside "
+            f"at offset {tuple(offset)}.",
+            "move the pasted patch (drag it) so most of it lies inside the target image.")
+    goal = dst_vals * (1 - moved_m) + moved_v * moved_m
+    return Target(dst_keys, goal, moved_m)
+
+
+def _inpaint(values: torch.Tensor, hole: torch.Tensor, iterations: int = 200) -> torch.Tensor:
+    """Harmonic fill of ``hole`` (H, W bool) from the values around it (Jacobi iterations)."""
+    known = (~hole).to(values.dtype)[None, None]
+    out = values.clone()
+    ring = F.max_pool2d(hole.to(values.dtype)[None, None], 3, 1, 1)[0, 0].bool() & ~hole
+    start = values[..., ring].mean(-1) if ring.any() else values[..., ~hole].mean(-1)
+    out[..., hole] = start[..., None]
+    for _ in range(iterations):
+        avg = F.avg_pool2d(out, 3, 1, 1, count_include_pad=False)
+        out = out * known + avg * (1 - known)
+    return out
+
+
+def erase_target(mem: LinearMemory, keys: torch.Tensor, mask: np.ndarray) -> Target:
+    """Goal: inside the mask, what the surroundings produce (removes what the context draws)."""
+    if not mem.spatial:
+        raise RewriteError("Erase needs a spatial layer (Conv2d or ConvTranspose2d).",
+                           "pick a convolutional layer for erase edits.")
+    with torch.no_grad():
+        vals = mem.values(keys)
+    m = mask_at(mask, _value_grid(vals), vals.device)
+    hole = m > MIN_MASK_WEIGHT
+    if bool(hole.all()):
+        raise RewriteError("The erase mask covers the whole image, so there are no surroundings "
+                           "to fill it from.", "paint only the object to remove.")
+    return Target(keys, _inpaint(vals, hole), m)

@@ -1,0 +1,51 @@
+"""Generators behind one protocol, and the model zoo.
+
+    gen = rewidget.models.load("dcgan-faces")          # real pretrained faces (64×64)
+    gen = rewidget.models.load("tiny")                 # tiny seeded generator for tests
+    gen = rewidget.models.load("scenes")               # procedural world with known rules
+    gen = rewidget.models.from_module(net, latent_shape=(128,), layers=["blocks.2.conv"])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ..core.errors import RewriteError
+from .base import GeneratorAdapter
+from .dcgan import DCGANGenerator, load_dcgan_faces
+from .tiny import load_tiny
+
+
+def _load_scenes(device=None) -> GeneratorAdapter:
+    from .scenes import SCENES_NZ, load_scenes_network
+
+    net = load_scenes_network(device="cpu")
+    return GeneratorAdapter(net, (SCENES_NZ, 1, 1), name="scenes", trunk=net.main, device=device,
+                            image_size=64)
+
+
+ZOO: dict[str, Callable[..., GeneratorAdapter]] = {
+    "dcgan-faces": load_dcgan_faces,
+    "tiny": load_tiny,
+    "scenes": _load_scenes,
+}
+
+
+def load(name: str, device: torch.device | str | None = None) -> GeneratorAdapter:
+    if name not in ZOO:
+        raise RewriteError(f"Unknown model {name!r}.", f"choose one of {sorted(ZOO)}, or wrap your "
+                           "own network with rewidget.models.from_module(...).")
+    return ZOO[name](device=device)
+
+
+def from_module(module: torch.nn.Module, latent_shape, name: str = "custom", layers=None,
+                sampler=None, trunk=None, device=None) -> GeneratorAdapter:
+    """Wrap any generator: ``module(z)`` → images in [-1, 1]; layers named by module path."""
+    return GeneratorAdapter(module, latent_shape, name=name, layers=layers, sampler=sampler,
+                            trunk=trunk, device=device)
+
+
+__all__ = ["GeneratorAdapter", "DCGANGenerator", "ZOO", "load", "load_dcgan_faces", "load_tiny",
+           "from_module"]

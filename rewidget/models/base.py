@@ -1,0 +1,183 @@
+"""Generator adapters: any nn.Module plus a latent sampler behind core's small protocol.
+
+    gen = GeneratorAdapter(net, latent_shape=(100, 1, 1), name="my-gan", trunk=net.main)
+    z = gen.latents([0, 1])                    # CPU-seeded, then moved: same image on any device
+    k = gen.keys("main.6", z)                  # stops at the layer
+    x = gen.forward_from("main.6", k)          # re-runs only the layer and what follows
+
+With ``trunk`` (an nn.Sequential such that module(z) == trunk(z)) keys and forward_from slice
+the trunk; otherwise they use hooks (forward_from then needs z and runs the whole model).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.errors import RewriteError
+
+EDITABLE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
+class _StopForward(Exception):
+    pass
+
+
+class GeneratorAdapter:
+    def __init__(self, module: nn.Module, latent_shape: Sequence[int], name: str = "custom",
+                 layers: Sequence[str] | None = None, trunk: nn.Sequential | None = None,
+                 sampler: Callable[[int], torch.Tensor] | None = None,
+                 device: torch.device | str | None = None, image_size: int | None = None) -> None:
+        self.name = name
+        self.module = module.eval().requires_grad_(False)
+        if device is not None:
+            self.module.to(device)
+        self.latent_shape = tuple(int(s) for s in latent_shape)
+        self._sampler = sampler
+        self._modules = dict(self.module.named_modules())
+        all_editable = [n for n, m in self._modules.items() if isinstance(m, EDITABLE)]
+        if layers is None:
+            layers = all_editable
+        for n in layers:
+            if n not in self._modules or not isinstance(self._modules[n], EDITABLE):
+                raise RewriteError(f"{n!r} is not a Conv2d, ConvTranspose2d or Linear module of "
+                                   f"the generator.", f"name layers by module path, e.g. {all_editable[:4]}.")
+        self._layers = list(layers)
+        self._trunk_index: dict[str, int] = {}
+        self.trunk = trunk
+        if trunk is not None:
+            prefix = next((n for n, m in self._modules.items() if m is trunk), None)
+            for i, child in enumerate(trunk):
+                for n, m in self._modules.items():
+                    if m is child:
+                        self._trunk_index[n] = i
+            self._trunk_prefix = prefix
+        self.image_size = image_size or int(self.forward(self.latents([0])).shape[-1])
+        self._fingerprint: str | None = None
+
+    # -- protocol ---------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        p = next(self.module.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def latents(self, seeds: Sequence[int], device=None) -> torch.Tensor:
+        out = []
+        for s in seeds:
+            if self._sampler is not None:
+                z = self._sampler(int(s))
+            else:
+                g = torch.Generator().manual_seed(int(s))
+                z = torch.randn(self.latent_shape, generator=g)
+            out.append(z)
+        z = torch.stack(out) if out else torch.empty(0, *self.latent_shape)
+        return z.to(device if device is not None else self.device)
+
+    def layer_names(self) -> list[str]:
+        return list(self._layers)
+
+    def layer(self, name: str) -> nn.Module:
+        if name not in self._layers:
+            raise RewriteError(f"Unknown layer {name!r}.", f"choose one of {self._layers}.")
+        return self._modules[name]
+
+    def check_latents(self, z: torch.Tensor) -> torch.Tensor:
+        z = torch.as_tensor(z)
+        if tuple(z.shape[1:]) != self.latent_shape:
+            if tuple(z.shape) == self.latent_shape:
+                z = z[None]
+            else:
+                raise RewriteError(f"Latents of shape {tuple(z.shape)} do not fit this generator, "
+                                   f"which takes (N, {', '.join(map(str, self.latent_shape))}).",
+                                   "pass latents from gen.latents(seeds) or of that shape.")
+        if not bool(torch.isfinite(z).all()):
+            raise RewriteError("The latents contain NaN or Inf.", "pass finite latents.")
+        return z.to(self.device, next(self.module.parameters()).dtype)
+
+    def keys(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        self.layer(name)
+        z = self.check_latents(z)
+        if name in self._trunk_index:
+            return self.trunk[: self._trunk_index[name]](z)
+        captured = {}
+
+        def grab(_module, args):
+            captured["k"] = args[0]
+            raise _StopForward
+
+        handle = self._modules[name].register_forward_pre_hook(grab)
+        try:
+            self.module(z)
+        except _StopForward:
+            pass
+        finally:
+            handle.remove()
+        return captured["k"]
+
+    def forward_from(self, name: str, keys: torch.Tensor, z: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        self.layer(name)
+        if name in self._trunk_index:
+            return self.trunk[self._trunk_index[name]:](keys)
+        if z is None:
+            raise RewriteError(f"Layer {name!r} is not on the generator's sequential trunk, so "
+                               "rendering from its keys needs the latents too.", "pass z=...")
+        handle = self._modules[name].register_forward_pre_hook(lambda _m, _a: (keys,))
+        try:
+            return self.module(self.check_latents(z))
+        finally:
+            handle.remove()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.module(self.check_latents(z))
+
+    def to_rgb(self, images: torch.Tensor) -> np.ndarray:
+        """(N, 3, H, W) in [-1, 1] → (N, H, W, 3) uint8."""
+        x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round()
+        return x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+    def render(self, seeds_or_latents) -> np.ndarray:
+        """Convenience: RGB images for seeds or latents."""
+        z = self.as_latents(seeds_or_latents)
+        with torch.no_grad():
+            return self.to_rgb(self.forward(z))
+
+    def as_latents(self, seeds_or_latents) -> torch.Tensor:
+        if isinstance(seeds_or_latents, torch.Tensor):
+            return self.check_latents(seeds_or_latents)
+        return self.latents(list(seeds_or_latents))
+
+    def layer_shapes(self) -> dict[str, dict]:
+        """For each editable layer: key and value shapes of one sample, and its type."""
+        shapes: dict[str, dict] = {}
+        hooks = []
+        for n in self._layers:
+            def rec(m, args, out, n=n):
+                shapes[n] = {"type": type(m).__name__, "keys": tuple(args[0].shape[1:]),
+                             "values": tuple(out.shape[1:])}
+            hooks.append(self._modules[n].register_forward_hook(rec))
+        try:
+            with torch.no_grad():
+                self.forward(self.latents([0]))
+        finally:
+            for h in hooks:
+                h.remove()
+        return shapes
+
+    def fingerprint(self) -> str:
+        """sha256 of the weights as loaded (computed once, before any edit)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(self.name.encode())
+            for k, v in self.module.state_dict().items():
+                h.update(k.encode())
+                h.update(str(tuple(v.shape)).encode())
+                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def __repr__(self) -> str:
+        return f"GeneratorAdapter({self.name!r}, layers={self._layers}, device={self.device})"

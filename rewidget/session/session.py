@@ -1,0 +1,425 @@
+"""RewriteSession: the generator, the user's selections, statistics, edits and their history.
+
+    s = RewriteSession("dcgan-faces")                  # layer, rank, solver have defaults
+    s.add_context(3, mask_a); s.add_context(7, mask_b)  # where the rule applies
+    s.set_copy(5, object_mask)                          # what to insert
+    s.set_paste(3, offset=(4, -2))                      # where it goes
+    edit = s.rewrite(progress=print)                    # statistics (cached) → D → Λ → install
+    grid = s.render()                                   # (16, 64, 64, 3) uint8, edited model
+    s.undo(); s.save_request("edit.json"); s.export_delta("edit.delta.safetensors")
+    s.on("edit", lambda **e: print(e["edit"].summary()))
+
+Every method validates before it mutates: a failed call leaves the model, the history and
+the selections as they were. Mutations hold one lock, so the app may run work in a thread.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core import heatmaps
+from ..core.directions import (CovarianceInverse, context_directions, context_keys,
+                               context_level, match_map)
+from ..core.edits import Edit, compute_edit, sample_latents
+from ..core.errors import RewriteError
+from ..core.export import load_delta, save_delta, save_state_dict
+from ..core.history import EditHistory
+from ..core.memory import memory_for
+from ..core.progress import CancelToken, ProgressFn, check_cancel, report
+from ..core.requests import EditRequest, Paste, Sample, Selection, from_paper_json
+from ..core.solve import masked_errors
+from ..core.statistics import cached_second_moment
+from ..models import GeneratorAdapter, load
+
+EVENTS = ("selection", "layer", "stats", "edit", "undo", "redo", "reset", "strength", "grid")
+
+
+def _samples(items: Iterable) -> list[Sample]:
+    return [Sample.of(x) for x in items]
+
+
+class RewriteSession:
+    def __init__(self, model: str | GeneratorAdapter = "dcgan-faces", *, device=None,
+                 layer: str | None = None, rank: int = 1, solver: str = "exact",
+                 stats_samples: int = 10_000, cache_dir: str | Path | None = None,
+                 grid: Sequence[int] = range(16)) -> None:
+        self.gen = load(model, device) if isinstance(model, str) else model
+        self.fingerprint = self.gen.fingerprint()
+        self.history = EditHistory(self.gen.layer)
+        self.shapes = self.gen.layer_shapes()
+        self.layer = layer or self._default_layer()
+        self.gen.layer(self.layer)
+        self.rank, self.solver = rank, solver
+        self.stats_samples = int(stats_samples)
+        self.cache_dir = cache_dir
+        self.context: list[Selection] = []
+        self.copy: Selection | None = None
+        self.paste: Paste | None = None
+        self.grid: list[Sample] = _samples(grid)
+        self.last_edit: Edit | None = None
+        self._moments: dict[str, torch.Tensor] = {}
+        self._inverses: dict[str, CovarianceInverse] = {}
+        self._keys_cache: dict[tuple, tuple[tuple, torch.Tensor]] = {}
+        self._original_cache: dict[tuple, torch.Tensor] = {}
+        self._pool: dict[tuple, torch.Tensor] = {}
+        self._listeners: dict[str, list[Callable]] = defaultdict(list)
+        self.lock = threading.RLock()
+
+    # -- events -------------------------------------------------------------------------------
+    def on(self, event: str, callback: Callable[..., Any], remove: bool = False) -> None:
+        """Call ``callback(**payload)`` on ``event`` (one of EVENTS); ``remove=True`` unsubscribes."""
+        if event not in EVENTS:
+            raise RewriteError(f"Unknown event {event!r}.", f"use one of {EVENTS}.")
+        if remove:
+            self._listeners[event] = [c for c in self._listeners[event] if c != callback]
+        else:
+            self._listeners[event].append(callback)
+
+    def _emit(self, event: str, **payload: Any) -> None:
+        for cb in list(self._listeners[event]):
+            cb(event=event, **payload)
+
+    # -- layers -------------------------------------------------------------------------------
+    def _default_layer(self) -> str:
+        """The spatial layer whose key grid is closest to 1/8 of the image (8×8 at 64 px)."""
+        target = self.gen.image_size / 8
+        spatial = [n for n, s in self.shapes.items() if len(s["keys"]) == 3]
+        if not spatial:
+            return self.gen.layer_names()[0]
+        return min(spatial, key=lambda n: (abs(self.shapes[n]["keys"][-1] - target), n))
+
+    def layers(self) -> list[dict]:
+        """Editable layers with type, key/value shapes and whether statistics are loaded."""
+        return [{"name": n, **self.shapes[n], "stats": n in self._moments}
+                for n in self.gen.layer_names()]
+
+    def set_layer(self, name: str) -> None:
+        self.gen.layer(name)  # validates
+        with self.lock:
+            self.layer = name
+        self._emit("layer", layer=name)
+
+    # -- selections ---------------------------------------------------------------------------
+    def add_context(self, sample, mask) -> int:
+        sel = Selection(Sample.of(sample), mask)
+        with self.lock:
+            self.context.append(sel)
+        self._emit("selection", what="context")
+        return len(self.context) - 1
+
+    def remove_context(self, index: int) -> None:
+        with self.lock:
+            if not -len(self.context) <= index < len(self.context):
+                raise RewriteError(f"There is no context entry {index} ({len(self.context)} exist).",
+                                   "pick an index from session.context.")
+            del self.context[index]
+        self._emit("selection", what="context")
+
+    def clear_context(self) -> None:
+        with self.lock:
+            self.context.clear()
+        self._emit("selection", what="context")
+
+    def set_copy(self, sample, mask) -> None:
+        sel = Selection(Sample.of(sample), mask)
+        with self.lock:
+            self.copy = sel
+        self._emit("selection", what="copy")
+
+    def set_paste(self, sample, offset: tuple[float, float] = (0.0, 0.0)) -> None:
+        p = Paste(Sample.of(sample), offset)
+        with self.lock:
+            self.paste = p
+        self._emit("selection", what="paste")
+
+    def clear_selection(self) -> None:
+        with self.lock:
+            self.context.clear()
+            self.copy = self.paste = None
+        self._emit("selection", what="all")
+
+    # -- statistics ---------------------------------------------------------------------------
+    def statistics(self, layer: str | None = None, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None, refresh: bool = False) -> torch.Tensor:
+        """C = E[kkᵀ] of the layer's keys on the original weights (disk-cached)."""
+        layer = layer or self.layer
+        self.gen.layer(layer)
+        if layer in self._moments and not refresh:
+            return self._moments[layer]
+        with self.lock, self.history.original_weights():
+            if refresh:
+                from ..core.statistics import cache_key, cache_path, default_cache_dir
+                p = cache_path(Path(self.cache_dir or default_cache_dir()),
+                               cache_key(self.fingerprint, layer, self.stats_samples))
+                p.unlink(missing_ok=True)
+            c = cached_second_moment(self.gen, layer, self.stats_samples, self.fingerprint,
+                                     self.cache_dir, progress=progress, cancel=cancel)
+        self._moments[layer] = c
+        self._inverses.pop(layer, None)
+        self._emit("stats", layer=layer)
+        return c
+
+    def inverse(self, layer: str | None = None, progress=None, cancel=None) -> CovarianceInverse:
+        layer = layer or self.layer
+        if layer not in self._inverses:
+            self._inverses[layer] = CovarianceInverse(self.statistics(layer, progress, cancel))
+        return self._inverses[layer]
+
+    # -- edits --------------------------------------------------------------------------------
+    def request(self, kind: str = "paste", layer: str | None = None, rank: int | None = None,
+                solver: str | None = None, **solver_options: Any) -> EditRequest:
+        """An EditRequest from the current selections (raises if one is missing)."""
+        req = EditRequest(layer=layer or self.layer, model=self.gen.name, kind=kind,
+                          rank=self.rank if rank is None else rank,
+                          solver=solver or self.solver, context=tuple(self.context),
+                          copy=self.copy if kind == "paste" else None,
+                          paste=self.paste if kind == "paste" else None,
+                          stats_samples=self.stats_samples, solver_options=solver_options)
+        req.validate_complete()
+        return req
+
+    def compute_edit(self, request: EditRequest | None = None, progress: ProgressFn | None = None,
+                     cancel: CancelToken | None = None) -> Edit:
+        """The edit for ``request`` (default: the current selections). Changes nothing."""
+        request = request or self.request()
+        if request.model and request.model != self.gen.name:
+            raise RewriteError(f"The request was made for model {request.model!r}; this session "
+                               f"holds {self.gen.name!r}.", "replay it in a session on that model.")
+        if request.stats_samples != self.stats_samples:
+            raise RewriteError(f"The request used statistics over {request.stats_samples} samples;"
+                               f" this session uses {self.stats_samples}.",
+                               f"create the session with stats_samples={request.stats_samples}.")
+        inv = self.inverse(request.layer, progress, cancel)
+        with self.lock:
+            return compute_edit(self.gen, request, inv, progress, cancel)
+
+    def rewrite(self, request: EditRequest | None = None, strength: float = 1.0,
+                progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Edit:
+        """Compute the edit and install it (one history entry)."""
+        edit = self.compute_edit(request, progress, cancel)
+        check_cancel(cancel, "The edit")
+        return self.apply(edit, strength)
+
+    def erase(self, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+              **kw: Any) -> Edit:
+        """Make the context produce what its surroundings produce (removes what it draws)."""
+        return self.rewrite(self.request(kind="erase", **kw), progress=progress, cancel=cancel)
+
+    def apply(self, edit: Edit, strength: float = 1.0) -> Edit:
+        with self.lock:
+            self.history.apply(edit, strength)
+            self.last_edit = edit
+            if edit.targets:  # the error of the weights now in the model, not a solver's log
+                mem = memory_for(self.gen.layer(edit.layer), edit.layer)
+                edit.report["installed_measured"] = masked_errors(mem, edit.targets)
+        self._emit("edit", edit=edit)
+        return edit
+
+    def undo(self) -> Edit | None:
+        with self.lock:
+            e = self.history.undo()
+        self._emit("undo", edit=e)
+        return e
+
+    def redo(self) -> Edit | None:
+        with self.lock:
+            e = self.history.redo()
+        self._emit("redo", edit=e)
+        return e
+
+    def reset(self) -> None:
+        with self.lock:
+            self.history.reset()
+        self._emit("reset")
+
+    def set_strength(self, index: int, strength: float) -> None:
+        with self.lock:
+            self.history.set_strength(index, strength)
+        self._emit("strength", index=index, strength=strength)
+
+    # -- rendering ----------------------------------------------------------------------------
+    def _upstream(self, layer: str) -> list[str]:
+        names = self.gen.layer_names()
+        return names[: names.index(layer)]
+
+    def render_layer(self) -> str:
+        """Earliest layer with an edit (or the current layer): features before it never change."""
+        names = self.gen.layer_names()
+        touched = {e.layer for e in self.history.edits} | {self.layer}
+        return min(touched, key=names.index)
+
+    def keys(self, layer: str, samples: Sequence) -> torch.Tensor:
+        """Keys at ``layer`` for samples, cached until an upstream layer's weights change."""
+        samples = _samples(samples)
+        ck = (layer, tuple(samples))
+        token = self.history.state_token(self._upstream(layer))
+        hit = self._keys_cache.get(ck)
+        if hit is not None and hit[0] == token:
+            return hit[1]
+        with torch.no_grad():
+            k = self.gen.keys(layer, sample_latents(self.gen, samples))
+        if len(self._keys_cache) > 32:
+            self._keys_cache.clear()
+        self._keys_cache[ck] = (token, k)
+        return k
+
+    def images(self, samples: Sequence | None = None) -> torch.Tensor:
+        """(N, 3, S, S) in [-1, 1] from the current (edited) model; reuses cached features."""
+        samples = _samples(self.grid if samples is None else samples)
+        with self.lock, torch.no_grad():
+            layer = self.render_layer()
+            keys = self.keys(layer, samples)
+            z = None if layer in self.gen._trunk_index else sample_latents(self.gen, samples)
+            return self.gen.forward_from(layer, keys, z) if z is not None else \
+                self.gen.forward_from(layer, keys)
+
+    def original_images(self, samples: Sequence | None = None) -> torch.Tensor:
+        samples = _samples(self.grid if samples is None else samples)
+        key = tuple(samples)
+        if key not in self._original_cache:
+            with self.lock, torch.no_grad(), self.history.original_weights():
+                self._original_cache[key] = self.gen.forward(sample_latents(self.gen, samples))
+            if len(self._original_cache) > 16:
+                self._original_cache.pop(next(iter(self._original_cache)))
+        return self._original_cache[key]
+
+    def render(self, samples: Sequence | None = None, original: bool = False) -> np.ndarray:
+        """(N, S, S, 3) uint8 images of the edited (or ``original``) model."""
+        x = self.original_images(samples) if original else self.images(samples)
+        return self.gen.to_rgb(x)
+
+    def set_grid(self, samples: Sequence) -> None:
+        samples = _samples(samples)
+        if not samples:
+            raise RewriteError("The grid needs at least one sample.", "pass one or more seeds.")
+        with self.lock:
+            self.grid = samples
+        self._emit("grid", samples=samples)
+
+    # -- context match and search ---------------------------------------------------------------
+    def directions(self, layer: str | None = None, rank: int | None = None):
+        """(D, level) of the current context at ``layer``: what a rank-r edit would act on."""
+        layer = layer or self.layer
+        if not self.context:
+            raise RewriteError("No context is selected.", "paint the context on a sample first.")
+        mem = memory_for(self.gen.layer(layer), layer)
+        entries = [(self.keys(layer, [c.sample]), c.mask) for c in self.context]
+        k, w = context_keys(mem, entries)
+        d = context_directions(self.inverse(layer), k, w, self.rank if rank is None else rank)
+        return d, context_level(mem, d, k, w)
+
+    def context_match(self, samples: Sequence | None = None, layer: str | None = None
+                      ) -> torch.Tensor:
+        """(N, h, w) where the current context fires; 1.0 = as strongly as the painted context."""
+        layer = layer or self.layer
+        d, level = self.directions(layer)
+        mem = memory_for(self.gen.layer(layer), layer)
+        with torch.no_grad():
+            keys = self.keys(layer, self.grid if samples is None else samples)
+            return match_map(mem, keys, d) / level
+
+    def search(self, pool: int | Sequence[int] = 1000, top: int = 12,
+               progress: ProgressFn | None = None, cancel: CancelToken | None = None
+               ) -> list[tuple[int, float]]:
+        """Rank pool samples by their strongest context match: [(seed, score), ...] best first."""
+        seeds = list(range(pool)) if isinstance(pool, int) else [int(s) for s in pool]
+        layer = self.layer
+        d, level = self.directions(layer)
+        mem = memory_for(self.gen.layer(layer), layer)
+        key = (layer, tuple(seeds), self.history.state_token(self._upstream(layer)))
+        if key not in self._pool:
+            chunks = []
+            with torch.no_grad():
+                for i in range(0, len(seeds), 250):
+                    check_cancel(cancel, "The search")
+                    chunks.append(self.gen.keys(layer, self.gen.latents(seeds[i:i + 250])))
+                    report(progress, min(i + 250, len(seeds)), len(seeds), "search pool features")
+            self._pool.clear()  # one pool at a time: it can be a few hundred MB
+            self._pool[key] = torch.cat(chunks)
+        with torch.no_grad():
+            scores = match_map(mem, self._pool[key], d).flatten(1).amax(1) / level
+        order = torch.argsort(scores, descending=True)[:top]
+        return [(seeds[i], float(scores[i])) for i in order.tolist()]
+
+    # -- layer inspection -----------------------------------------------------------------------
+    def channel_heatmaps(self, sample, mask, layers: Sequence[str] | None = None, top: int = 4
+                         ) -> dict[str, list[dict]]:
+        """For each layer, the ``top`` key channels most active inside ``mask`` vs outside."""
+        sel = Selection(Sample.of(sample), mask)
+        out = {}
+        for layer in layers or self.gen.layer_names():
+            k = self.keys(layer, [sel.sample])
+            if k.dim() != 4:
+                continue
+            out[layer] = heatmaps.top_channels(k[0], sel.mask, top)
+        return out
+
+    # -- persistence --------------------------------------------------------------------------
+    def save_request(self, path: str | Path, request: EditRequest | None = None) -> Path:
+        req = request or (self.last_edit.request if self.last_edit else None) or self.request()
+        Path(path).write_text(req.to_json())
+        return Path(path)
+
+    def load_request(self, path: str | Path) -> EditRequest:
+        try:
+            text = Path(path).read_text()
+        except OSError as e:
+            raise RewriteError(f"Cannot read {path} ({e}).", "check the path.") from e
+        return EditRequest.from_json(text)
+
+    def import_paper_request(self, path_or_obj, latents: torch.Tensor, layer: str | None = None,
+                             **kw: Any) -> EditRequest:
+        obj = path_or_obj
+        if isinstance(obj, (str, Path)) and Path(obj).exists():
+            obj = json.loads(Path(obj).read_text())
+        return from_paper_json(obj, latents, layer or self.layer, self.gen.name,
+                               self.gen.image_size, rank=kw.get("rank", self.rank),
+                               solver=kw.get("solver", self.solver))
+
+    def replay(self, request: EditRequest | str | Path, **kw: Any) -> Edit:
+        if not isinstance(request, EditRequest):
+            request = self.load_request(request)
+        return self.rewrite(request, **kw)
+
+    def use_request(self, request: EditRequest) -> None:
+        """Load a request's selections (and layer, rank, solver) into the session."""
+        with self.lock:
+            self.gen.layer(request.layer)
+            self.layer, self.rank, self.solver = request.layer, request.rank, request.solver
+            self.context = list(request.context)
+            self.copy, self.paste = request.copy, request.paste
+        self._emit("layer", layer=self.layer)
+        self._emit("selection", what="all")
+
+    def export_weights(self, path: str | Path) -> Path:
+        with self.lock:
+            return save_state_dict(self.gen.module, path, {"model": self.gen.name,
+                                                            "edits": len(self.history)})
+
+    def export_delta(self, path: str | Path) -> Path:
+        with self.lock:
+            return save_delta(self.history, path, self.gen.name, self.fingerprint)
+
+    def load_delta(self, path: str | Path) -> list[Edit]:
+        loaded = load_delta(path, self.fingerprint)
+        for edit, _ in loaded:  # validate all before installing any
+            w = self.gen.layer(edit.layer).weight
+            if edit.delta(self.gen.layer(edit.layer)).shape != w.shape:
+                raise RewriteError(f"{path} does not fit layer {edit.layer!r}.",
+                                   "load it into the model it was exported from.")
+        for edit, strength in loaded:
+            self.apply(edit, strength)
+        return [e for e, _ in loaded]
+
+    def __repr__(self) -> str:
+        return (f"RewriteSession({self.gen.name!r}, layer={self.layer!r}, rank={self.rank}, "
+                f"solver={self.solver!r}, edits={len(self.history)}, context={len(self.context)})")
