@@ -14,8 +14,15 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
-from .directions import CovarianceInverse, context_directions, context_keys, context_level
+from .directions import (
+    CovarianceInverse,
+    context_directions,
+    context_keys,
+    context_level,
+    match_map,
+)
 from .errors import RewriteError
 from .memory import LinearMemory, memory_for
 from .progress import CancelToken, ProgressFn, check_cancel, report
@@ -71,6 +78,29 @@ def build_targets(gen: Generator, mem: LinearMemory, request: EditRequest,
     return [erase_target(mem, keys_of(sel.sample), sel.mask) for sel in request.context]
 
 
+MIN_TARGET_MATCH = 0.02
+
+
+def _check_targets_match(mem: LinearMemory, d: torch.Tensor, targets: list[Target],
+                         level: float) -> None:
+    """A rank-r edit only acts where keys project onto D: refuse goals it cannot reach."""
+    for t in targets:
+        with torch.no_grad():
+            s = match_map(mem, t.keys, d).abs()[0]
+        if mem.spatial:
+            w = F.interpolate(t.weight[None, None].float(), size=s.shape, mode="area")[0, 0]
+            strength = float((s * w).sum() / w.sum().clamp_min(1e-12))
+        else:
+            strength = float(s.mean())
+        if strength < MIN_TARGET_MATCH * level:
+            raise RewriteError(
+                f"The paste region's keys have no component along the context directions "
+                f"({strength / level:.1%} of the context's level), so no rank-limited change of "
+                "this layer can affect it.",
+                "include the paste location in the context (paint context there too), or choose "
+                "a paste target where the context appears.")
+
+
 def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
                  progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Edit:
     """Directions from the context, goals from copy/paste or erase, Λ from the chosen solver."""
@@ -89,6 +119,8 @@ def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
     ctx_k, ctx_w = context_keys(mem, [(by_sample[c.sample], c.mask) for c in request.context])
     d = context_directions(inv, ctx_k, ctx_w, request.rank)
     targets = build_targets(gen, mem, request, by_sample.__getitem__)
+    level = context_level(mem, d, ctx_k, ctx_w)
+    _check_targets_match(mem, d, targets, level)
     report(progress, 1, 3, "solve")
     opts = dict(request.solver_options)
     if request.solver == "exact":
@@ -103,5 +135,4 @@ def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
     rep = {**rep, "before": masked_errors(mem, targets),
            "installed": masked_errors(mem, targets, w + delta), "notes": list(inv.notes)}
     report(progress, 3, 3, "done")
-    return Edit(request.layer, d.detach(), factor.detach(), request, rep,
-                context_level(mem, d, ctx_k, ctx_w), tuple(targets))
+    return Edit(request.layer, d.detach(), factor.detach(), request, rep, level, tuple(targets))

@@ -239,7 +239,8 @@ def _typed(value: Any, typ: type, what: str) -> Any:
 
 
 def from_paper_json(obj: dict | str, latents: torch.Tensor, layer: str, model: str = "",
-                    image_size: int = 64, rank: int = 1, solver: str = "exact") -> EditRequest:
+                    image_size: int = 64, rank: int = 1, solver: str = "exact",
+                    stats_samples: int = 10_000) -> EditRequest:
     """Import a request saved by the paper's rewriting tool.
 
     ``latents[imgnum]`` must be the latent its image numbers refer to. Masks may be any size;
@@ -277,4 +278,4 @@ def from_paper_json(obj: dict | str, latents: torch.Tensor, layer: str, model: s
     px0, py0, px1, py1 = bounding_box(as_mask(paste_mask, "paper-tool paste mask"))
     offset = ((px0 + px1 - ox0 - ox1) / 2, (py0 + py1 - oy0 - oy1) / 2)
     return EditRequest(layer=layer, model=model, kind="paste", rank=rank, solver=solver,
-                       context=context, copy=Selection(src, obj_mask), paste=Paste(dst, offset))
+                       stats_samples=stats_samples, context=context, copy=Selection(src, obj_mask), paste=Paste(dst, offset))

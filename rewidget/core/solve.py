@@ -11,7 +11,8 @@ well-posed when a paste region is small; the report says how large it was.
 
 Iterative: the paper's procedure: Adam on the full weight with an L1 loss on the masked goal,
 projected onto span(D) after every step. The step size is ``lr`` times the RMS of the layer's
-weight, so it means the same on unit-scale and on 0.02-scale weights.
+weight, so it means the same on unit-scale and on 0.02-scale weights; it decays linearly to 0
+and the best projected iterate is kept (constant-lr Adam on L1 ends up oscillating).
 
 Invariant: neither solver changes the model; both return Λ and a report whose losses are those
 of W₀ + ΛDᵀ, the weights that would be installed.
@@ -119,18 +120,27 @@ def solve_iterative(mem: LinearMemory, directions: torch.Tensor, targets: Sequen
     d = directions.to(w0.dtype)
     b1, b2, eps = 0.9, 0.999, 1e-8
     every = max(1, steps // 50)
+    best, best_loss = x.clone(), float("inf")
     for step in range(1, steps + 1):
         if step % every == 1 or every == 1:
             check_cancel(cancel, "The iterative solve")
             report(progress, step - 1, steps, "iterative solve")
-        grad = a.T @ (torch.sign(a @ x - resid) * gscale)  # d(weighted mean L1)/dΔW
+        err = a @ x - resid
+        loss = float((err.abs() * gscale).sum())  # the loss of x, already rank-projected
+        if loss < best_loss:
+            best, best_loss = x.clone(), loss
+        grad = a.T @ (torch.sign(err) * gscale)  # d(weighted mean L1)/dΔW
         m.mul_(b1).add_(grad, alpha=1 - b1)
         v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         denom = (v / (1 - b2**step)).sqrt_().add_(eps)
-        x.addcdiv_(m, denom, value=-step_size / (1 - b1**step))
+        # linear decay to 0: constant-lr Adam on an L1 loss ends up oscillating
+        x.addcdiv_(m, denom, value=-step_size * (1 - (step - 1) / steps) / (1 - b1**step))
         # rank projection onto span(D) along the key axis: rows of x are (key, tap) pairs
         xk = x.reshape(dim, -1)
         x = (d @ (d.T @ xk)).reshape(q, c_out)
+    if float(((a @ x - resid).abs() * gscale).sum()) < best_loss:
+        best = x
+    x = best
     report(progress, steps, steps, "iterative solve")
     delta = mem.factor_from_flat(x.T.contiguous(), dim)  # weight layout, full key axis
     factor = mem.factor_from_delta(delta, directions)

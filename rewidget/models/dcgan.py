@@ -28,7 +28,7 @@ class DCGANGenerator(nn.Module):
         super().__init__()
         widths = [nz, ngf * 8, ngf * 4, ngf * 2, ngf]
         blocks: list[nn.Module] = []
-        for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:])):
+        for i, (cin, cout) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             stride, pad = (1, 0) if i == 0 else (2, 1)
             blocks += [nn.ConvTranspose2d(cin, cout, 4, stride, pad, bias=False),
                        nn.BatchNorm2d(cout), nn.ReLU(True)]

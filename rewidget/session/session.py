@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -27,8 +26,13 @@ import numpy as np
 import torch
 
 from ..core import heatmaps
-from ..core.directions import (CovarianceInverse, context_directions, context_keys,
-                               context_level, match_map)
+from ..core.directions import (
+    CovarianceInverse,
+    context_directions,
+    context_keys,
+    context_level,
+    match_map,
+)
 from ..core.edits import Edit, compute_edit, sample_latents
 from ..core.errors import RewriteError
 from ..core.export import load_delta, save_delta, save_state_dict
@@ -383,7 +387,8 @@ class RewriteSession:
             obj = json.loads(Path(obj).read_text())
         return from_paper_json(obj, latents, layer or self.layer, self.gen.name,
                                self.gen.image_size, rank=kw.get("rank", self.rank),
-                               solver=kw.get("solver", self.solver))
+                               solver=kw.get("solver", self.solver),
+                               stats_samples=self.stats_samples)
 
     def replay(self, request: EditRequest | str | Path, **kw: Any) -> Edit:
         if not isinstance(request, EditRequest):

@@ -1,0 +1,42 @@
+"""Shared fixtures: an isolated statistics cache, the tiny generator, the real faces model."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Statistics go to a per-run temp dir, never to the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("rewidget-cache")
+    old = os.environ.get("REWIDGET_CACHE")
+    os.environ["REWIDGET_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("REWIDGET_CACHE", None)
+    else:
+        os.environ["REWIDGET_CACHE"] = old
+
+
+def box(size: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
+    m = np.zeros((size, size), np.uint8)
+    m[y0:y1, x0:x1] = 255
+    return m
+
+
+@pytest.fixture
+def tiny_session():
+    from rewidget import RewriteSession
+
+    s = RewriteSession("tiny", stats_samples=400)
+    return s
+
+
+@pytest.fixture(scope="session")
+def faces_gen():
+    from rewidget.models import load
+
+    return load("dcgan-faces")

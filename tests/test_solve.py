@@ -1,0 +1,122 @@
+"""Directions and solvers against their defining equations, on the tiny generator."""
+
+import numpy as np
+import pytest
+import torch
+
+from rewidget.core.directions import CovarianceInverse, context_directions, context_keys
+from rewidget.core.memory import memory_for
+from rewidget.core.solve import masked_errors, solve_exact, solve_iterative
+from rewidget.core.statistics import collect_second_moment
+from rewidget.core.targets import erase_target, paste_target
+from rewidget.models import load_tiny
+
+from .conftest import box
+
+SPATIAL = ["main.4", "main.7", "main.9", "main.12"]
+
+
+@pytest.fixture(scope="module")
+def gen():
+    return load_tiny()
+
+
+def setup(gen, layer, rank=1):
+    mem = memory_for(gen.layer(layer))
+    inv = CovarianceInverse(collect_second_moment(gen, layer, 200))
+    with torch.no_grad():
+        keys = gen.keys(layer, gen.latents([1, 2, 3]))
+    m = box(32, 8, 20, 8, 20)
+    k, w = context_keys(mem, [(keys[0:1], m), (keys[2:3], m)])
+    d = context_directions(inv, k, w, rank)
+    target = paste_target(mem, keys[1:2], m, keys[0:1], (2, 2), 32)
+    return mem, inv, keys, d, target, (k, w)
+
+
+def test_directions_are_c_inverse_keys_for_one_key(gen):
+    inv = CovarianceInverse(collect_second_moment(gen, "main.9", 200))
+    k = gen.keys("main.9", gen.latents([5]))[0, :, 3, 4][None]  # one key
+    d = context_directions(inv, k, torch.ones(1), 1)
+    ref = inv.solve(k)[0]
+    ref = ref / ref.norm()
+    torch.testing.assert_close(d[:, 0].double(), ref, atol=1e-5, rtol=1e-4)
+    assert float(k[0] @ d[:, 0]) > 0  # oriented so the context matches positively
+
+
+@pytest.mark.parametrize("layer", SPATIAL)
+@pytest.mark.parametrize("rank", [1, 2])
+def test_exact_solver_satisfies_its_normal_equations(gen, layer, rank):
+    mem, _, _, d, target, _ = setup(gen, layer, rank)
+    factor, rep = solve_exact(mem, d, [target], ridge=0.0 if layer != "main.12" else 1e-9)
+    goal, w, keep = target.rows(mem)
+    with torch.no_grad():
+        z = mem.project(target.keys.double(), d.double())
+        a = mem.value_rows(mem.design(z))[keep]
+        resid = goal.double() - mem.value_rows(mem.values(target.keys))[keep].double()
+    flat = torch.linalg.lstsq(a * w.double().sqrt()[:, None], resid * w.double().sqrt()[:, None]).solution
+    # the normal equations Aᵀ W (A X − R) + λX = 0 hold for the solver's X
+    x = _flat(mem, factor, rank).T
+    lhs = (a * w.double()[:, None]).T @ (a @ x - resid) + rep["ridge"] * x
+    assert float(lhs.abs().max()) < 1e-6 * max(1.0, float((a.T @ resid).abs().max()))
+    # and it is no worse than numpy-grade least squares
+    err = lambda xx: float(((a @ xx - resid).pow(2).sum(1) * w.double()).sum())  # noqa: E731
+    assert err(x) <= err(flat) * (1 + 1e-6) + 1e-9
+
+
+def _flat(mem, factor, rank):
+    if mem.kind == "conv2d":
+        return factor.reshape(mem.value_dim, -1)
+    return factor.transpose(0, 1).reshape(mem.value_dim, -1)
+
+
+@pytest.mark.parametrize("layer", SPATIAL)
+def test_exact_update_has_rank_r_and_reduces_the_error(gen, layer):
+    for rank in (1, 3):
+        mem, _, _, d, target, _ = setup(gen, layer, rank)
+        factor, _ = solve_exact(mem, d, [target])
+        dw = mem.delta_weight(d, factor)
+        mat = dw.movedim(mem.key_axis, -1).reshape(-1, mem.key_dim).double()
+        assert int(torch.linalg.matrix_rank(mat, rtol=1e-6)) == rank
+        before = masked_errors(mem, [target])["l2"]
+        after = masked_errors(mem, [target], mem.weight + dw)["l2"]
+        assert after < before
+
+
+@pytest.mark.parametrize("layer", ["main.7", "main.9"])
+def test_iterative_solver_lowers_l1_and_stays_in_span(gen, layer):
+    mem, _, _, d, target, _ = setup(gen, layer, 2)
+    factor, rep = solve_iterative(mem, d, [target], steps=300)
+    dw = mem.delta_weight(d, factor)
+    torch.testing.assert_close(mem.project_delta(dw, d), dw, atol=1e-6, rtol=1e-4)
+    assert masked_errors(mem, [target], mem.weight + dw)["l1"] < masked_errors(mem, [target])["l1"]
+    assert rep["steps"] == 300
+
+
+def test_iterative_step_size_follows_weight_scale(gen):
+    """Scaling a layer's weight by 100 scales the iterative update by 100: lr is relative."""
+    mem, _, _, d, target, _ = setup(gen, "main.9", 1)
+    f1, r1 = solve_iterative(mem, d, [target], steps=50)
+    with torch.no_grad():
+        mem.weight.mul_(100)
+    try:
+        f2, r2 = solve_iterative(mem, d, [target], steps=50)
+    finally:
+        with torch.no_grad():
+            mem.weight.div_(100)
+    assert r2["lr"] == pytest.approx(100 * r1["lr"], rel=1e-5)
+    assert np.isfinite(f2.numpy()).all()
+
+
+def test_erase_goal_fills_from_surroundings(gen):
+    mem = memory_for(gen.layer("main.9"))
+    keys = gen.keys("main.9", gen.latents([4]))
+    m = box(32, 10, 22, 10, 22)
+    t = erase_target(mem, keys, m)
+    vals = mem.values(keys).detach()
+    outside = t.weight < 1e-6
+    torch.testing.assert_close(t.goal[..., outside], vals[..., outside])  # untouched outside
+    inside = t.weight > 0.99
+    lo = vals[..., outside].amin(-1, keepdim=True)
+    hi = vals[..., outside].amax(-1, keepdim=True)
+    g = t.goal[..., inside]
+    assert bool(((g >= lo - 1e-5) & (g <= hi + 1e-5)).all())  # harmonic fill stays in range
