@@ -66,6 +66,16 @@ BAD_EDITS = [
 ]
 
 
+@pytest.mark.parametrize("options,msg", [({"steps": 5}, "does not apply"),
+                                         ({"ridge": -1.0}, "non-negative"),
+                                         ({"ridge": float("nan")}, "non-negative")])
+def test_bad_solver_options(s, options, msg):
+    snap = snapshot(s)
+    with pytest.raises(RewriteError, match=msg):
+        s.rewrite(s.request(**options))
+    unchanged(s, snap)
+
+
 @pytest.mark.parametrize("spoil,msg", BAD_EDITS)
 def test_bad_edit_is_refused_and_nothing_changes(s, spoil, msg):
     spoil(s)

@@ -28,7 +28,7 @@ from .memory import LinearMemory, memory_for
 from .progress import CancelToken, ProgressFn, check_cancel, report
 from .protocol import Generator
 from .requests import EditRequest, Sample
-from .solve import masked_errors, solve_exact, solve_iterative
+from .solve import DEFAULT_OPTIONS, masked_errors, solve_exact, solve_iterative
 from .targets import Target, erase_target, paste_target
 
 _ids = itertools.count(1)
@@ -123,6 +123,16 @@ def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
     _check_targets_match(mem, d, targets, level)
     report(progress, 1, 3, "solve")
     opts = dict(request.solver_options)
+    allowed = DEFAULT_OPTIONS[request.solver]
+    for k, v in opts.items():
+        if k not in allowed:
+            raise RewriteError(f"Solver option {k!r} does not apply to the {request.solver} solver.",
+                               f"use only {sorted(allowed)}.")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or v == float("inf"):
+            raise RewriteError(f"Solver option {k}={v!r} is not a finite non-negative number.",
+                               f"pass e.g. {k}={allowed[k]}.")
+    if "steps" in opts:
+        opts["steps"] = int(opts["steps"])
     if request.solver == "exact":
         if mem.kind not in ("conv2d", "conv_transpose2d", "linear"):
             raise RewriteError(f"The exact solver needs a layer linear in its weight; "

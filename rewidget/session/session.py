@@ -40,7 +40,7 @@ from ..core.history import EditHistory
 from ..core.memory import memory_for
 from ..core.progress import CancelToken, ProgressFn, check_cancel, report
 from ..core.requests import EditRequest, Paste, Sample, Selection, from_paper_json
-from ..core.solve import masked_errors
+from ..core.solve import DEFAULT_OPTIONS, masked_errors
 from ..core.statistics import cached_second_moment
 from ..models import GeneratorAdapter, load
 
@@ -181,10 +181,15 @@ class RewriteSession:
     # -- edits --------------------------------------------------------------------------------
     def request(self, kind: str = "paste", layer: str | None = None, rank: int | None = None,
                 solver: str | None = None, **solver_options: Any) -> EditRequest:
-        """An EditRequest from the current selections (raises if one is missing)."""
+        """An EditRequest from the current selections (raises if one is missing).
+
+        Solver options not given are filled from the solver's defaults and stored in the request.
+        """
+        solver = solver or self.solver
+        solver_options = {**DEFAULT_OPTIONS.get(solver, {}), **solver_options}
         req = EditRequest(layer=layer or self.layer, model=self.gen.name, kind=kind,
                           rank=self.rank if rank is None else rank,
-                          solver=solver or self.solver, context=tuple(self.context),
+                          solver=solver, context=tuple(self.context),
                           copy=self.copy if kind == "paste" else None,
                           paste=self.paste if kind == "paste" else None,
                           stats_samples=self.stats_samples, solver_options=solver_options)
@@ -193,7 +198,12 @@ class RewriteSession:
 
     def compute_edit(self, request: EditRequest | None = None, progress: ProgressFn | None = None,
                      cancel: CancelToken | None = None) -> Edit:
-        """The edit for ``request`` (default: the current selections). Changes nothing."""
+        """The edit for ``request`` (default: the current selections). Changes nothing.
+
+        It is solved against the weights now installed: with an earlier edit active on the same
+        layer, the new goals are measured on top of it (edits compose; undo the earlier one
+        first to solve against W₀).
+        """
         request = request or self.request()
         if request.model and request.model != self.gen.name:
             raise RewriteError(f"The request was made for model {request.model!r}; this session "
@@ -362,7 +372,7 @@ class RewriteSession:
         out = {}
         for layer in layers or self.gen.layer_names():
             k = self.keys(layer, [sel.sample])
-            if k.dim() != 4:
+            if k.dim() != 4 or k.shape[-1] * k.shape[-2] == 1:  # no spatial map to show
                 continue
             out[layer] = heatmaps.top_channels(k[0], sel.mask, top)
         return out
