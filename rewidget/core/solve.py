@@ -127,31 +127,36 @@ def solve_iterative(mem: LinearMemory, directions: torch.Tensor, targets: Sequen
     x = torch.zeros(q, c_out, dtype=w0.dtype, device=w0.device)  # ΔW, one column per channel
     m, v = torch.zeros_like(x), torch.zeros_like(x)
     d = directions.to(w0.dtype)
-    b1, b2, eps = 0.9, 0.999, 1e-8
     every = max(1, steps // 50)
+    b1, b2, eps = 0.9, 0.999, 1e-8
     best, best_loss = x.clone(), float("inf")
-    for step in range(1, steps + 1):
-        if step % every == 1 or every == 1:
-            check_cancel(cancel, "The iterative solve")
-            report(progress, step - 1, steps, "iterative solve")
-        err = a @ x - resid
-        loss = float((err.abs() * gscale).sum())  # the loss of x, already rank-projected
-        if loss < best_loss:
-            best, best_loss = x.clone(), loss
-        grad = a.T @ (torch.sign(err) * gnorm)  # ∝ d(weighted mean L1)/dΔW
-        m.mul_(b1).add_(grad, alpha=1 - b1)
-        v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-        denom = (v / (1 - b2**step)).sqrt_().add_(eps)
-        # linear decay to 0: constant-lr Adam on an L1 loss ends up oscillating
-        x.addcdiv_(m, denom, value=-step_size * (1 - (step - 1) / steps) / (1 - b1**step))
-        # rank projection onto span(D) along the key axis: rows of x are (key, tap) pairs
-        xk = x.reshape(dim, -1)
-        x = (d @ (d.T @ xk)).reshape(q, c_out)
+    # Adam's moments decay geometrically wherever a gradient entry stays 0 and pass through the
+    # float32 denormal range, where CPU arithmetic is ~100× slower: flush them during the loop
+    flushing = torch.set_flush_denormal(True)
+    try:
+        for step in range(1, steps + 1):
+            if step % every == 1 or every == 1:
+                check_cancel(cancel, "The iterative solve")
+                report(progress, step - 1, steps, "iterative solve")
+            err = a @ x - resid
+            loss = float((err.abs() * gscale).sum())  # the loss of x, already rank-projected
+            if loss < best_loss:
+                best, best_loss = x.clone(), loss
+            grad = a.T @ (torch.sign(err) * gnorm)  # ∝ d(weighted mean L1)/dΔW
+            m.mul_(b1).add_(grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            denom = (v / (1 - b2**step)).sqrt_().add_(eps)
+            # linear decay to 0: constant-lr Adam on an L1 loss ends up oscillating
+            x.addcdiv_(m, denom, value=-step_size * (1 - (step - 1) / steps) / (1 - b1**step))
+            # rank projection onto span(D) along the key axis: rows of x are (key, tap) pairs
+            x = (d @ (d.T @ x.reshape(dim, -1))).reshape(q, c_out)
+    finally:
+        if flushing:
+            torch.set_flush_denormal(False)
     if float(((a @ x - resid).abs() * gscale).sum()) < best_loss:
         best = x
-    x = best
     report(progress, steps, steps, "iterative solve")
-    delta = mem.factor_from_flat(x.T.contiguous(), dim)  # weight layout, full key axis
+    delta = mem.factor_from_flat(best.T.contiguous(), dim)  # weight layout, full key axis
     factor = mem.factor_from_delta(delta, directions)
     check_finite("the solved update", factor,
                  "lower the iterative solver's lr, or use the exact solver.")
