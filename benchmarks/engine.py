@@ -117,7 +117,7 @@ def main() -> None:
         _, cached = timed(lambda s=s: s.render(GRID), args.repeats)
         z = gen.latents(GRID)
         with torch.no_grad():
-            _, full = timed(lambda: gen.forward(z), args.repeats)
+            _, full = timed(lambda z=z: gen.forward(z), args.repeats)
             same = np.array_equal(s.render(GRID), gen.to_rgb(gen.forward(z)))
         s.undo()
         s._pool.clear()

@@ -19,6 +19,7 @@ import json
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ from ..core.memory import memory_for
 from ..core.progress import CancelToken, ProgressFn, check_cancel, report
 from ..core.requests import EditRequest, Paste, Sample, Selection, from_paper_json
 from ..core.solve import DEFAULT_OPTIONS, masked_errors
-from ..core.statistics import cached_second_moment
+from ..core.statistics import cache_key, cache_path, cached_second_moment, default_cache_dir
 from ..models import GeneratorAdapter, load
 
 EVENTS = ("selection", "layer", "stats", "edit", "undo", "redo", "reset", "strength", "grid")
@@ -145,6 +146,17 @@ class RewriteSession:
             self.paste = p
         self._emit("selection", what="paste")
 
+    def clear_copy(self) -> None:
+        """Drop the copy, and the paste that placed it."""
+        with self.lock:
+            self.copy = self.paste = None
+        self._emit("selection", what="copy")
+
+    def clear_paste(self) -> None:
+        with self.lock:
+            self.paste = None
+        self._emit("selection", what="paste")
+
     def clear_selection(self) -> None:
         with self.lock:
             self.context.clear()
@@ -159,12 +171,15 @@ class RewriteSession:
         self.gen.layer(layer)
         if layer in self._moments and not refresh:
             return self._moments[layer]
-        with self.lock, self.history.original_weights():
-            if refresh:
-                from ..core.statistics import cache_key, cache_path, default_cache_dir
-                p = cache_path(Path(self.cache_dir or default_cache_dir()),
-                               cache_key(self.fingerprint, layer, self.stats_samples))
-                p.unlink(missing_ok=True)
+        if refresh:
+            p = cache_path(Path(self.cache_dir or default_cache_dir()),
+                           cache_key(self.fingerprint, layer, self.stats_samples))
+            p.unlink(missing_ok=True)
+        # keys at a layer depend only on the layers before it: only when one of those is edited
+        # must W₀ be swapped in, and only then is the lock held (renders would see W₀)
+        upstream_edited = bool(self.history.state_token(self._upstream(layer)))
+        with (self.lock if upstream_edited else nullcontext()), \
+                (self.history.original_weights() if upstream_edited else nullcontext()):
             c = cached_second_moment(self.gen, layer, self.stats_samples, self.fingerprint,
                                      self.cache_dir, progress=progress, cancel=cancel)
         self._moments[layer] = c

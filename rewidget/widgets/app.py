@@ -1,0 +1,615 @@
+"""RewriteApp: paint context, copy and paste on generated samples, rewrite a layer, compare.
+
+    s = RewriteSession("dcgan-faces")
+    app = RewriteApp(s)        # display it: grid, painter, tray, rewrite controls, history
+    app.paint("context", mask, seed=3); app.rewrite(); app.wait()   # the same, from code
+    app.undo()
+
+The app is a view of the session: it listens to the session's events, so headless calls in
+other cells (``s.rewrite()``, ``s.undo()``) show up here too. The kernel's main thread only
+receives widget messages and queues work (tasks.py): session calls run on a light worker
+thread, statistics/solving/search on a heavy-task thread with progress and Cancel.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import ipywidgets as w
+import numpy as np
+import traitlets as t
+
+from ..core.errors import RewriteError
+from ..core.requests import Selection
+from ..session import RewriteSession
+from .grid import SampleGrid
+from .history import HistoryList
+from .inspect import LayerInspector
+from .messages import MessageArea
+from .painter import Painter
+from .selections import drop_copy, drop_paste, parse_seeds, remove_selection, set_context, set_copy
+from .tasks import TaskRunner
+from .tray import ContextTray
+from .view import SessionView
+
+HELP = """How to rewrite a rule
+1. Context (c): paint where the rule should apply, on one or more samples.
+   Each painted sample joins the context tray (click a thumbnail to remove it).
+2. Copy (x): paint the object to insert, on any sample.
+3. Paste (v): click a target sample, then drag the copied object into place.
+4. Rewrite: the layer's weights change so the context produces the pasted object,
+   on every sample. Erase instead makes the context draw what surrounds it.
+Context match tints where the context fires; Search finds the samples where it fires most.
+
+Painter shortcuts (click the painter first):
+c / x / v  context / copy / paste tool
+[ / ]  smaller / bigger brush,  e  eraser
+Ctrl+Z  undo,  Ctrl+Shift+Z or Ctrl+Y  redo"""
+
+# what each session event makes stale in the view
+_STALE = {
+    "selection": ("painter", "tray", "grid", "status", "inspect"),
+    "layer": ("layers", "grid", "status", "inspect"),
+    "stats": ("layers", "grid"),
+    "edit": ("grid", "painter", "tray", "history", "status", "inspect", "show-edited"),
+    "undo": ("grid", "painter", "tray", "history", "status", "inspect"),
+    "redo": ("grid", "painter", "tray", "history", "status", "inspect"),
+    "reset": ("grid", "painter", "tray", "history", "status", "inspect"),
+    "strength": ("grid", "painter", "tray", "history"),
+    "grid": ("grid",),
+}
+
+
+def _button(description: str, css: str, icon: str = "", tooltip: str = "", style: str = "",
+            width: str = "auto") -> w.Button:
+    b = w.Button(description=description, icon=icon, tooltip=tooltip, button_style=style,
+                 layout=w.Layout(width=width))
+    b.add_class(css)
+    return b
+
+
+class RewriteApp(SessionView, w.VBox):
+    """The notebook app for one RewriteSession (display it in a cell)."""
+
+    #: Seed of the sample shown in the painter.
+    sample = t.Int(0)
+    #: True while a heavy task (statistics, rewrite, search, replay) runs.
+    busy = t.Bool(False)
+
+    def __init__(self, session: RewriteSession, *, columns: int = 4, grid_scale: int | None = None,
+                 painter_scale: int | None = None, pool: int = 1000, preload: bool = True,
+                 **kwargs: Any) -> None:
+        self.session = session
+        self.pool = int(pool)
+        size = session.gen.image_size
+        self._size = size
+        self._init_view()
+        self.last_stroke_at = 0.0  # time.time() when the last stroke reached the kernel
+        self.last_click_at = 0.0  # time.time() when the last Rewrite/Erase click arrived
+
+        self.messages = MessageArea()
+        self.tasks = TaskRunner(self.messages)
+        self._build(columns, grid_scale or max(1, 128 // size), painter_scale or max(1, 256 // size))
+        super().__init__(self._layout(), **kwargs)
+        self.add_class("rewidget-app")
+        self._wire()
+        seeds = [s.seed for s in session.grid if s.seed is not None]
+        self.sample = seeds[0] if seeds else 0
+        self._mark("layers", "grid", "painter", "tray", "history", "status")
+        if preload and not self._stats_ready(session.layer):
+            self._load_statistics(session.layer, then_set_layer=False)
+
+    # -- building ---------------------------------------------------------------------------------
+    def _build(self, columns: int, grid_scale: int, painter_scale: int) -> None:
+        s = self.session
+        self.title = w.HTML(
+            f"<b style='font-size:15px'>rewidget</b> <span style='color:#555'>— rewrite a rule "
+            f"of <b>{s.gen.name}</b> ({self._size}×{self._size})</span>")
+        self.help = w.HTML(f"<span class='rewidget-help' title='{_attr(HELP)}' style='cursor:help;"
+                           "border:1px solid #999;border-radius:9px;padding:0 7px;margin-left:8px;"
+                           "color:#555'>? help &amp; shortcuts</span>")
+        # rewrite controls
+        self.inspector = LayerInspector()
+        self.rank = w.BoundedIntText(value=s.rank, min=1, max=32, description="Rank",
+                                     tooltip="How many directions the edit may change (1 is the "
+                                             "paper's rank-one update)",
+                                     layout=w.Layout(width="110px"),
+                                     style={"description_width": "38px"})
+        self.solver = w.ToggleButtons(options=[("exact", "exact"), ("iterative", "iterative")],
+                                      value=s.solver, style={"button_width": "96px"},
+                                      tooltips=["one least-squares solve (fast)",
+                                                "the paper's Adam optimisation"])
+        self.strength = w.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05,
+                                      description="Strength", continuous_update=False,
+                                      readout_format=".2f", layout=w.Layout(width="250px"),
+                                      style={"description_width": "58px"})
+        self.rewrite_button = _button("Rewrite", "rewidget-rewrite", "magic",
+                                      "Make the context produce the pasted object", "success")
+        self.erase_button = _button("Erase", "rewidget-erase", "eraser",
+                                    "Make the context produce what surrounds it")
+        self.undo_button = _button("Undo", "rewidget-undo", "undo", "Undo the last edit (Ctrl+Z)")
+        self.redo_button = _button("Redo", "rewidget-redo", "repeat",
+                                   "Redo (Ctrl+Shift+Z / Ctrl+Y)")
+        self.reset_button = _button("Reset", "rewidget-reset", "refresh",
+                                    "Back to the original weights (Redo brings edits back)")
+        # painter and its tools
+        self.painter = Painter(scale=painter_scale)
+        self.tool = w.ToggleButtons(
+            options=[("context", "context"), ("copy", "copy"), ("paste", "paste")],
+            tooltips=["c: paint where the rule applies", "x: paint the object to copy",
+                      "v: drag the copied object into place"],
+            style={"button_width": "66px"})
+        self.tool.add_class("rewidget-tool")
+        self.brush = w.IntSlider(value=self.painter.brush_size, min=1, max=64,
+                                 description="Brush", layout=w.Layout(width="186px"),
+                                 style={"description_width": "42px"})
+        self.eraser = w.ToggleButton(description="", icon="eraser",
+                                     tooltip="Eraser (e): erase from the current tool's mask",
+                                     layout=w.Layout(width="40px"))
+        self.clear_button = _button("Clear", "rewidget-clear", "times",
+                                    "Clear the current tool's selection on this sample",
+                                    width="70px")
+        self.clear_all_button = _button("Clear all", "rewidget-clear-all", "trash",
+                                        "Clear context, copy and paste everywhere",
+                                        width="100px")
+        self.clear_all_button.layout.flex = "0 0 auto"
+        self.painter_caption = w.HTML("", layout=w.Layout(width=f"{self._size * painter_scale}px"))
+        # grid
+        self.grid = SampleGrid(columns=columns, scale=grid_scale)
+        self.batch_button = _button("New batch", "rewidget-batch", "random",
+                                    "Show new random samples")
+        self.seeds_text = w.Text(placeholder="seeds, e.g. 0-15 or 3, 8, 21",
+                                 layout=w.Layout(width="190px"), continuous_update=False)
+        self.seeds_text.add_class("rewidget-seeds")
+        self.seeds_button = _button("Show", "rewidget-show-seeds", "",
+                                    "Show the typed seeds", width="60px")
+        self.search_button = _button("Search", "rewidget-search", "search",
+                                     f"Rank {self.pool:,} samples by context match and show "
+                                     "the best")
+        self.grid_tools = w.HBox([self.batch_button, self.seeds_text, self.seeds_button,
+                                  self.search_button],
+                                 layout=w.Layout(flex_flow="row wrap", align_items="center"))
+        self.status = w.HTML("")
+        self.status.add_class("rewidget-selection")
+        self.tray = ContextTray()
+        self.history = HistoryList()
+        # save / export
+        self.request_path = w.Text(value="edit.json", description="Request",
+                                   layout=w.Layout(width="330px"),
+                                   style={"description_width": "70px"})
+        self.save_button = _button("Save", "rewidget-save", "save",
+                                   "Save the last edit's request (or the current selections)")
+        self.load_button = _button("Load", "rewidget-load", "folder-open",
+                                   "Load the request's selections, layer, rank and solver")
+        self.replay_button = _button("Replay", "rewidget-replay", "play",
+                                     "Run the saved request as a new edit")
+        self.weights_path = w.Text(value="edited.safetensors", description="Weights",
+                                   layout=w.Layout(width="330px"),
+                                   style={"description_width": "70px"})
+        self.export_weights_button = _button("Export weights", "rewidget-export-weights",
+                                             "download", "The full edited state_dict")
+        self.delta_path = w.Text(value="edits.delta.safetensors", description="Delta",
+                                 layout=w.Layout(width="330px"),
+                                 style={"description_width": "70px"})
+        self.export_delta_button = _button("Export delta", "rewidget-export-delta", "download",
+                                           "Only the low-rank factors of the applied edits")
+        self.load_delta_button = _button("Load delta", "rewidget-load-delta", "upload",
+                                         "Install the edits from a delta file")
+
+    def _layout(self) -> list[w.Widget]:
+        row = w.Layout(flex_flow="row wrap", align_items="center")
+        controls = w.VBox([
+            w.HBox([self.inspector.selector, self.rank, self.solver, self.strength], layout=row),
+            w.HBox([self.rewrite_button, self.erase_button,
+                    w.HTML("<span style='display:inline-block;width:18px'></span>"),
+                    self.undo_button, self.redo_button, self.reset_button], layout=row),
+        ])
+        painter_box = w.VBox(
+            [w.HBox([self.tool, self.eraser], layout=row),
+             w.HBox([self.brush, self.clear_button], layout=row),
+             self.painter, self.painter_caption],
+            layout=w.Layout(align_items="flex-start", margin="0 12px 0 0"))
+        grid_box = w.VBox([self.grid, self.grid_tools], layout=w.Layout(align_items="flex-start"))
+        main = w.HBox([painter_box, grid_box],
+                      layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
+        files = w.VBox([
+            w.HBox([self.request_path, self.save_button, self.load_button, self.replay_button],
+                   layout=row),
+            w.HBox([self.weights_path, self.export_weights_button], layout=row),
+            w.HBox([self.delta_path, self.export_delta_button, self.load_delta_button],
+                   layout=row),
+        ])
+        self.more = w.Accordion([self.inspector, files], selected_index=None)
+        self.more.set_title(0, "Layers and heatmaps: which channels respond to the painted region")
+        self.more.set_title(1, "Save, load and export")
+        return [w.HBox([self.title, self.help], layout=w.Layout(align_items="center")),
+                controls, self.tasks, self.messages,
+                w.HBox([self.status, self.clear_all_button],
+                       layout=w.Layout(align_items="center", justify_content="space-between")),
+                main, self.tray, self.history,
+                self.more]
+
+    def _wire(self) -> None:
+        s = self.session
+        for event in _STALE:
+            s.on(event, self._on_session)
+        w.link((self.tool, "value"), (self.painter, "tool"))
+        w.link((self.brush, "value"), (self.painter, "brush_size"))
+        w.link((self.eraser, "value"), (self.painter, "erasing"))
+        self.painter.on_stroke(self._guard(self._on_stroke))
+        self.painter.on_shortcut(self._guard(self._on_shortcut))
+        self.painter.observe(lambda _: self._caption(), names=["tool", "erasing"])
+        self.clear_button.on_click(self._guard(lambda _: self.clear(self.painter.tool)))
+        self.clear_all_button.on_click(self._guard(lambda _: self.clear(None)))
+        self.grid.on_select(self._guard(self._on_grid_click))
+        self.grid.schedule = lambda fn: self._mark("grid")  # the view changes; data may too
+        self.grid.observe(self._guard(self._on_match_toggle), names="show_match")
+        self.batch_button.on_click(self._guard(lambda _: self.new_batch()))
+        self.seeds_button.on_click(self._guard(lambda _: self.show_seeds(self.seeds_text.value)))
+        self.seeds_text.observe(self._guard(lambda ch: self.show_seeds(ch["new"])
+                                            if ch["new"].strip() else None), names="value")
+        self.search_button.on_click(self._guard(lambda _: self.search()))
+        self.tray.on_remove(self._guard(self._remove_context))
+        self.inspector.observe(self._guard(lambda ch: self.set_layer(ch["new"])), names="layer")
+        self.inspector.schedule = lambda fn: self.tasks.submit(fn, "Drawing heatmaps")
+        self.more.observe(lambda ch: self._mark("inspect") if ch["new"] == 0 else None,
+                          names="selected_index")
+        self.rank.observe(self._guard(self._on_rank), names="value")
+        self.solver.observe(self._guard(self._on_solver), names="value")
+        self.rewrite_button.on_click(self._guard(lambda _: self._clicked() or self.rewrite()))
+        self.erase_button.on_click(self._guard(lambda _: self._clicked() or self.erase()))
+        self.undo_button.on_click(self._guard(lambda _: self.undo()))
+        self.redo_button.on_click(self._guard(lambda _: self.redo()))
+        self.reset_button.on_click(self._guard(lambda _: self.reset()))
+        self.history.on_strength(self._guard(self._on_strength))
+        self.save_button.on_click(self._guard(lambda _: self.save_request(self.request_path.value)))
+        self.load_button.on_click(self._guard(lambda _: self.load_request(self.request_path.value)))
+        self.replay_button.on_click(self._guard(lambda _: self.replay(self.request_path.value)))
+        self.export_weights_button.on_click(
+            self._guard(lambda _: self.export_weights(self.weights_path.value)))
+        self.export_delta_button.on_click(
+            self._guard(lambda _: self.export_delta(self.delta_path.value)))
+        self.load_delta_button.on_click(
+            self._guard(lambda _: self.load_delta(self.delta_path.value)))
+        self.tasks.observe(self._on_busy, names="busy")
+        self.observe(lambda _: self._mark("painter", "grid", "tray", "inspect", "status"),
+                     names="sample")
+        self._caption()
+
+    def _guard(self, fn):
+        """Wrap a widget callback so that any error lands in the message area."""
+        def run(*args: Any) -> None:
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - never lost in the kernel log
+                self.messages.report(e)
+        return run
+
+    # -- public actions (the buttons call these; notebooks and tests may too) ---------------------
+    def select(self, seed: int) -> None:
+        """Load sample ``seed`` into the painter."""
+        self.sample = int(seed)
+
+    def paint(self, tool: str, mask: np.ndarray | None = None, seed: int | None = None,
+              offset: tuple[int, int] | None = None) -> None:
+        """Do what a finished stroke in the browser does: set the tool's mask (or, for "paste",
+        the offset) on the painter and count a stroke."""
+        if seed is not None:
+            self.select(seed)
+        p = self.painter
+        with p.hold_sync():
+            p.tool = tool
+            if tool == "paste":
+                if offset is None:
+                    raise RewriteError("A paste needs an offset.", "pass offset=(dx, dy).")
+                p.paste_offset = [int(offset[0]), int(offset[1])]
+                p.paste_active = True
+            else:
+                p.set_mask(tool, mask)
+            p.stroke_count += 1
+
+    def clear(self, tool: str | None = None) -> None:
+        """Clear one tool's selection on the painter's sample, or (None) every selection."""
+        p, seed = self.painter, self.sample
+        if tool is None:
+            p.clear()
+            self._submit(self.session.clear_selection, "Clearing the selections")
+        elif tool == "context":
+            p.clear("context")
+            self._submit(lambda: self._set_context(seed, None), "Clearing the context")
+        elif tool == "copy":
+            p.clear("copy")
+            p.clear("paste")
+            self._submit(self._drop_copy, "Clearing the copy")
+        else:
+            with p.hold_sync():
+                p.paste_active, p.paste_offset = False, [0, 0]
+            self._submit(self._drop_paste, "Clearing the paste")
+
+    def new_batch(self, n: int | None = None) -> None:
+        """Show ``n`` (default: as many as now) random samples."""
+        n = n or len(self.session.grid)
+        seeds = random.sample(range(100_000), n)
+        self._submit(lambda: self.session.set_grid(seeds), "New batch")
+
+    def show_seeds(self, text: str | Iterable[int]) -> None:
+        """Show these seeds in the grid ('0-15', '3, 8' or a list)."""
+        seeds = parse_seeds(text) if isinstance(text, str) else [int(x) for x in text]
+        self._submit(lambda: self.session.set_grid(seeds), "Showing seeds")
+
+    def search(self) -> None:
+        """Rank ``pool`` seeds by their strongest context match; show the best in the grid."""
+        s, pool = self.session, self.pool
+
+        def job(progress, cancel):
+            s.statistics(s.layer, progress=progress, cancel=cancel)
+            return s.search(pool=pool, top=len(s.grid), progress=progress, cancel=cancel)
+
+        def done(result, secs):
+            s.set_grid([seed for seed, _ in result])
+            self.grid.show_match = True
+            best = ", ".join(f"{seed} ({score:.2f})" for seed, score in result[:4])
+            self.messages.success(f"Searched {pool:,} samples in {secs:.1f} s; best matches: "
+                                  f"{best} …")
+
+        self.tasks.run(f"Searching {pool:,} samples for the context", job, done)
+
+    def set_layer(self, name: str) -> None:
+        """Make ``name`` the edit layer, collecting or loading its statistics first."""
+        if name == self.session.layer or not name:
+            return
+        if self._stats_ready(name):
+            self._submit(lambda: self.session.set_layer(name), "Switching layer")
+        else:
+            self._load_statistics(name, then_set_layer=True)
+
+    def rewrite(self, kind: str = "paste") -> bool:
+        """Compute and install an edit from the current selections (in the background)."""
+        s, strength = self.session, float(self.strength.value)
+        verb = "Rewriting" if kind == "paste" else "Erasing"
+        title = f"{verb} {s.layer} (rank {s.rank}, {s.solver})"
+
+        def job(progress, cancel):
+            self.painter.enabled = False  # a stroke now would not be part of this edit
+            return s.rewrite(s.request(kind), strength=strength, progress=progress, cancel=cancel)
+
+        def done(edit, secs):
+            rep = edit.report
+            err = ""
+            if "before" in rep and "installed" in rep:
+                err = (f"; error on the goal {rep['before']['l1']:.3g} → "
+                       f"{rep['installed']['l1']:.3g}")
+            self.messages.success(f"Edit #{edit.id} installed ({kind} @ {edit.layer}, rank "
+                                  f"{edit.rank}) in {secs:.2f} s{err}.")
+
+        return self.tasks.run(title, job, done,
+                              always=lambda: setattr(self.painter, "enabled", True))
+
+    def erase(self) -> bool:
+        """Make the context produce what its surroundings produce (background)."""
+        return self.rewrite("erase")
+
+    def undo(self) -> None:
+        """Take back the last edit (exact: the weights return bit for bit)."""
+        self._history_step("undo")
+
+    def redo(self) -> None:
+        """Re-apply the last undone edit."""
+        self._history_step("redo")
+
+    def reset(self) -> None:
+        """Switch every edit off (the original weights); Redo brings them back one by one."""
+        if self._refuse_while_busy("reset"):
+            return
+        n = len(self.session.history)
+
+        def job() -> None:
+            self.session.reset()
+            self.messages.info(f"Reset: {n} edit(s) off, weights back to the original "
+                               "(Redo brings them back)." if n else "Nothing to reset.")
+        self._submit(job, "Reset")
+
+    def save_request(self, path: str) -> None:
+        """Save the last edit's request (or the current selections) as JSON."""
+        def job() -> None:
+            out = self.session.save_request(path)
+            self.messages.success(f"Saved the edit request to {out}.")
+        self._submit(job, "Saving the request")
+
+    def load_request(self, path: str) -> None:
+        """Load a saved request's selections, layer, rank and solver (Rewrite applies it)."""
+        def job() -> None:
+            req = self.session.load_request(path)
+            self.session.use_request(req)
+            self.messages.success(f"Loaded {path}: {req.kind} @ {req.layer}, rank {req.rank}, "
+                                  f"{len(req.context)} context sample(s). Press Rewrite to apply.")
+        self._submit(job, "Loading the request")
+
+    def replay(self, path: str) -> bool:
+        """Run a saved request as a new edit (background)."""
+        s = self.session
+        return self.tasks.run(f"Replaying {path}",
+                              lambda progress, cancel: s.replay(path, progress=progress,
+                                                                cancel=cancel),
+                              lambda edit, secs: self.messages.success(
+                                  f"Replayed {path} as edit #{edit.id} in {secs:.2f} s."))
+
+    def export_weights(self, path: str) -> None:
+        """Write the edited model's full state_dict (safetensors)."""
+        def job() -> None:
+            out = self.session.export_weights(path)
+            self.messages.success(f"Exported the edited weights to {out}.")
+        self._submit(job, "Exporting weights")
+
+    def export_delta(self, path: str) -> None:
+        """Write only the low-rank factors of the applied edits (safetensors)."""
+        def job() -> None:
+            out = self.session.export_delta(path)
+            self.messages.success(f"Exported {len(self.session.history)} edit(s) as a delta "
+                                  f"to {out}.")
+        self._submit(job, "Exporting the delta")
+
+    def load_delta(self, path: str) -> None:
+        """Install the edits stored in a delta file."""
+        if self._refuse_while_busy("load a delta"):
+            return
+
+        def job() -> None:
+            edits = self.session.load_delta(path)
+            self.messages.success(f"Installed {len(edits)} edit(s) from {path}.")
+        self._submit(job, "Loading the delta")
+
+    def wait(self, timeout: float = 120.0) -> bool:
+        """Block until queued work and any running task are done (for scripts and tests)."""
+        ok = self.tasks.wait(timeout)
+        return ok and self.tasks.wait(timeout)
+
+    def close(self) -> None:
+        """Stop listening to the session and close the widgets."""
+        for event in _STALE:
+            self.session.on(event, self._on_session, remove=True)
+        self.tasks.close()
+        super().close()
+
+    # -- event handlers -------------------------------------------------------------------------
+    def _on_session(self, event: str, **_: Any) -> None:
+        self._mark(*_STALE[event])
+
+    def _on_stroke(self, tool: str) -> None:
+        self.last_stroke_at = time.time()  # read by benchmarks/browser_latency.py
+        seed, p = self.sample, self.painter
+        if tool in ("context", "copy"):
+            mask = p.mask(tool)  # read now: the trait may change before the job runs
+            setter = self._set_context if tool == "context" else self._set_copy
+            job, what = (lambda: setter(seed, mask)), tool.capitalize()
+        elif tool == "paste" and p.paste_active:
+            off = (float(p.paste_offset[0]), float(p.paste_offset[1]))
+            job, what = (lambda: self.session.set_paste(seed, off)), "Paste"
+        else:
+            return
+        with self._dirty_lock:
+            self._pending_strokes += 1
+
+        def run() -> None:
+            try:
+                job()
+            finally:
+                with self._dirty_lock:
+                    self._pending_strokes -= 1
+                self._mark("status")
+        self.tasks.submit(run, what)
+
+    def _clicked(self) -> None:
+        self.last_click_at = time.time()
+
+    def _on_shortcut(self, name: str) -> None:
+        if name == "undo":
+            self.undo()
+        elif name == "redo":
+            self.redo()
+
+    def _on_grid_click(self, index: int) -> None:
+        samples = self.session.grid
+        if 0 <= index < len(samples):
+            if samples[index].seed is None:
+                self.messages.warn("This sample is given by a latent, not a seed; the painter "
+                                   "works on seeded samples.")
+                return
+            self.select(samples[index].seed)
+
+    def _on_match_toggle(self, change: dict) -> None:
+        if change["new"] and not self.session.context:
+            self.messages.info("Context match: paint a context first; the tint appears then.")
+        elif change["new"] and not self._stats_ready(self.session.layer):
+            self._load_statistics(self.session.layer, then_set_layer=False)
+
+    def _remove_context(self, index: int) -> None:
+        ctx = self.session.context
+        if 0 <= index < len(ctx):
+            sel = ctx[index]
+            self._submit(lambda: self._remove_selection(sel), "Removing a context entry")
+
+    def _on_rank(self, change: dict) -> None:
+        self.session.rank = int(change["new"])
+        self._mark("status")
+
+    def _on_solver(self, change: dict) -> None:
+        self.session.solver = change["new"]
+        self._mark("status")
+
+    def _on_strength(self, index: int, value: float) -> None:
+        self._submit(lambda: self.session.set_strength(index, value), "Changing the strength")
+
+    def _on_busy(self, change: dict) -> None:
+        busy = change["new"]
+        self.busy = busy
+        for b in (self.rewrite_button, self.erase_button, self.undo_button, self.redo_button,
+                  self.reset_button, self.search_button, self.replay_button,
+                  self.load_delta_button, self.load_button):
+            b.disabled = busy
+        self.inspector.selector.disabled = busy
+        if not busy:
+            self._mark("layers")
+
+    # -- session mutations (light worker thread) -----------------------------------------------
+    def _submit(self, fn, doing: str) -> None:
+        self.tasks.submit(fn, doing)
+
+    def _refuse_while_busy(self, what: str) -> bool:
+        if self.tasks.busy:
+            self.messages.warn(f"Cannot {what} while “{self.tasks.title}” runs; wait or Cancel.")
+            return True
+        return False
+
+    def _history_step(self, name: str) -> None:
+        if self._refuse_while_busy(name):
+            return
+
+        def job() -> None:
+            edit = getattr(self.session, name)()
+            if edit is None:
+                self.messages.info(f"Nothing to {name}.")
+            else:
+                self.messages.info(f"{name.capitalize()}: {edit.summary()}.")
+        self._submit(job, name.capitalize())
+
+    def _set_context(self, seed: int, mask: np.ndarray | None) -> None:
+        set_context(self.session, seed, mask)
+
+    def _remove_selection(self, sel: Selection) -> None:
+        remove_selection(self.session, sel)
+
+    def _set_copy(self, seed: int, mask: np.ndarray | None) -> None:
+        if set_copy(self.session, seed, mask) == "dropped":
+            self._mark("painter", "grid", "status", "inspect")
+
+    def _drop_copy(self) -> None:
+        drop_copy(self.session)
+        self._mark("painter", "grid", "status", "inspect")
+
+    def _drop_paste(self) -> None:
+        drop_paste(self.session)
+        self._mark("painter", "grid", "status")
+
+    def _load_statistics(self, layer: str, then_set_layer: bool) -> bool:
+        s = self.session
+
+        def job(progress, cancel):
+            return s.statistics(layer, progress=progress, cancel=cancel)
+
+        def done(_, secs):
+            if then_set_layer:
+                s.set_layer(layer)
+            self.messages.info(f"Statistics for {layer} ready ({secs:.1f} s; cached on disk).")
+
+        return self.tasks.run(f"Statistics for {layer} ({s.stats_samples:,} samples; needed to "
+                              "rewrite, cached on disk)", job, done,
+                              always=lambda: self._mark("layers", "grid"))
+
+def _attr(text: str) -> str:
+    import html
+
+    return html.escape(text, quote=True).replace("\n", "&#10;")

@@ -1,0 +1,221 @@
+"""01_quickstart in JupyterLab and Notebook 7, driven with the mouse in headless Chromium.
+
+One notebook run serves the module (running it takes most of the time); the tests then act
+on it in file order, each starting from a state it establishes itself (Clear all, clicks).
+Kernel state is read through a second kernel client, pixels with getImageData.
+"""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from rewidget.widgets.grid import GAP
+
+from .harness import (
+    canvas_rgba,
+    canvas_stats,
+    click_at,
+    drag,
+    kernel_eval,
+    kernel_wait,
+    new_page,
+    open_notebook,
+    run_all,
+    save,
+    wait_canvas,
+    wait_kernel_idle,
+    widget_errors,
+)
+
+pytestmark = pytest.mark.browser
+
+GRID = "canvas.rewidget-grid"
+PAINTER = "canvas.rewidget-painter-canvas"
+TRAY = "canvas.rewidget-tray"
+
+
+@pytest.fixture(scope="module")
+def nb(lab, browser):
+    errors: list[str] = []
+    page = new_page(browser, errors)
+    open_notebook(page, lab, "01_quickstart.ipynb")
+    run_all(page)
+    kc = lab.kernel_client("01_quickstart.ipynb")
+    yield SimpleNamespace(page=page, kc=kc, errors=errors, lab=lab)
+    kc.stop_channels()
+    page.context.close()
+
+
+def settle(nb, timeout: float = 20.0) -> None:
+    """Wait until the app's queued work is done in the kernel and the grid stops changing."""
+    kernel_wait(nb.kc, "app.wait(10)", timeout=timeout)
+    last, end = None, time.time() + timeout
+    while time.time() < end:
+        now = canvas_stats(nb.page, GRID)
+        if now is not None and now == last:
+            return
+        last = now
+        time.sleep(0.3)
+    raise TimeoutError("the grid kept changing")
+
+
+def button(page, css: str):
+    loc = page.locator(f"button.{css}").first
+    loc.scroll_into_view_if_needed()
+    return loc
+
+
+def tool(page, name: str) -> None:
+    b = page.locator(".rewidget-tool button", has_text=name).first
+    b.scroll_into_view_if_needed()
+    b.click()
+
+
+def grid_tile_fraction(stats: dict, index: int, columns: int = 4, tile: int = 128,
+                       gap: int = GAP) -> tuple[float, float]:
+    """Where tile ``index`` sits, as fractions of the grid canvas (default layout)."""
+    r, c = divmod(index, columns)
+    x = gap + c * (tile + gap) + tile / 2
+    y = gap + r * (tile + gap) + tile / 2
+    return x / stats["w"], y / stats["h"]
+
+
+def test_app_renders_pixels(nb):
+    page = nb.page
+    assert page.locator(".rewidget-app").count() == 1
+    grid = wait_canvas(page, GRID, "s.nonblank > s.n * 0.5")
+    assert grid["w"] >= 4 * 128 and grid["h"] >= 4 * 128
+    painter = wait_canvas(page, PAINTER, "s.nonblank > s.n * 0.9")
+    assert painter["w"] == 64 * 4
+    wait_canvas(page, TRAY, "s.nonblank > 100")
+    assert widget_errors(page) == []
+    tip = page.locator(".rewidget-help").first.get_attribute("title")
+    assert "Ctrl+Z" in tip and "[ / ]" in tip and "Context (c)" in tip
+    # the demo cell's edit landed and is listed
+    assert kernel_eval(nb.kc, "len(session.history)") == 1
+    assert "installed" in kernel_eval(nb.kc, "app.messages.last")
+
+
+def test_mouse_drag_sets_context_mask_in_kernel(nb):
+    page = nb.page
+    button(page, "rewidget-clear-all").click()
+    kernel_wait(nb.kc, "not session.context and session.copy is None and session.paste is None")
+    settle(nb)
+    tool(page, "context")
+    kernel_wait(nb.kc, "app.painter.tool == 'context'")
+    drag(page, page.locator(PAINTER).first, [(0.25, 0.38), (0.5, 0.4), (0.75, 0.38)])
+    kernel_wait(nb.kc, "len(session.context) == 1")
+    painted = kernel_eval(nb.kc, "int((app.painter.mask('context') > 0).sum())")
+    stored = kernel_eval(nb.kc, "int((session.context[0].mask > 0).sum())")
+    assert painted > 50 and stored == painted
+    assert kernel_eval(nb.kc, "session.context[0].sample.seed == app.sample")
+    # the tray shows the entry
+    kernel_wait(nb.kc, "app.tray.count == 1")
+
+
+def test_copy_and_paste_by_mouse(nb):
+    page = nb.page
+    source = kernel_eval(nb.kc, "app.sample")
+    tool(page, "copy")
+    drag(page, page.locator(PAINTER).first, [(0.35, 0.62), (0.5, 0.66), (0.65, 0.62)])
+    kernel_wait(nb.kc, f"session.copy is not None and session.copy.sample.seed == {source}")
+    kernel_wait(nb.kc, "len(app.painter.paste_patch) > 0")
+    # another sample as the paste target: click its tile in the grid
+    stats = canvas_stats(page, GRID)
+    target_index = 2 if kernel_eval(nb.kc, "session.grid[2].seed") != source else 3
+    target = kernel_eval(nb.kc, f"session.grid[{target_index}].seed")
+    click_at(page, page.locator(GRID).first, *grid_tile_fraction(stats, target_index))
+    kernel_wait(nb.kc, f"app.sample == {target}")
+    settle(nb)
+    tool(page, "paste")
+    kernel_wait(nb.kc, "app.painter.tool == 'paste'")
+    # drag the patch (it starts at the copy's place) 12 image pixels up
+    drag(page, page.locator(PAINTER).first, [(0.5, 0.64), (0.5, 0.55), (0.5, 0.64 - 12 / 64)])
+    kernel_wait(nb.kc, f"session.paste is not None and session.paste.sample.seed == {target}")
+    dx, dy = kernel_eval(nb.kc, "tuple(session.paste.offset)")
+    assert abs(dx) <= 2 and -15 <= dy <= -9
+
+
+def test_rewrite_changes_grid_and_undo_restores_exactly(nb):
+    page = nb.page
+    settle(nb)
+    n = kernel_eval(nb.kc, "len(session.history)")
+    before = canvas_stats(page, GRID)
+    before_rgba = canvas_rgba(page, GRID)
+    button(page, "rewidget-rewrite").click()
+    after = wait_canvas(page, GRID, f"s.hash !== {before['hash']}", timeout=60_000)
+    kernel_wait(nb.kc, f"len(session.history) == {n + 1}")
+    settle(nb)
+    after = canvas_stats(page, GRID)
+    assert after["hash"] != before["hash"]
+    button(page, "rewidget-undo").click()
+    wait_canvas(page, GRID, f"s.hash === {before['hash']}", timeout=30_000)
+    assert canvas_rgba(page, GRID) == before_rgba
+    assert kernel_eval(nb.kc, "len(session.history)") == n
+    # keyboard: Ctrl+Shift+Z on the painter redoes, Ctrl+Z undoes again
+    page.evaluate("() => document.querySelector('.rewidget-painter').focus()")
+    edited_view = canvas_stats(page, GRID)
+    page.keyboard.press("Control+Shift+Z")
+    kernel_wait(nb.kc, f"len(session.history) == {n + 1}")
+    page.keyboard.press("Control+Z")
+    kernel_wait(nb.kc, f"len(session.history) == {n}")
+    wait_canvas(page, GRID, f"s.hash === {edited_view['hash']}", timeout=30_000)
+
+
+def test_displayed_twice_and_after_reload(nb):
+    page = nb.page
+    page.evaluate("""() => {
+        const app = window.jupyterapp, panel = app.shell.currentWidget;
+        panel.content.activeCellIndex = panel.content.widgets.length - 1;
+        return app.commands.execute('notebook:insert-cell-below').then(() => {
+            panel.content.activeCell.model.sharedModel.setSource('app');
+            return app.commands.execute('notebook:run-cell');
+        });
+    }""")
+    page.wait_for_function(f"() => document.querySelectorAll('{GRID}').length === 2")
+    first = wait_canvas(page, GRID, "s.nonblank > s.n * 0.5", index=0)
+    wait_canvas(page, GRID, f"s.hash === {first['hash']}", index=1)
+    wait_canvas(page, PAINTER, "s.nonblank > s.n * 0.9", index=1)
+    # reopen: save, reload; the views are rebuilt from the kernel's widget state
+    save(page)
+    page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty")
+    page.reload()
+    page.wait_for_function("() => window.jupyterapp !== undefined", timeout=90_000)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
+    wait_kernel_idle(page)
+    for i in (0, 1):
+        wait_canvas(page, GRID, f"s.hash === {first['hash']}", index=i, timeout=30_000)
+        wait_canvas(page, PAINTER, "s.nonblank > s.n * 0.9", index=i)
+    assert widget_errors(page) == []
+
+
+def test_no_console_or_page_errors(nb):
+    assert nb.errors == []
+
+
+def nb7_startup_error(e: str) -> bool:
+    """Notebook 7.6's own errors while its page loads, before any cell (or rewidget code) ran,
+    thrown inside its notebook_core bundle: "Cannot read properties of undefined (reading
+    'schema')" from the shortcuts settings, and at times "Command 'filebrowser:open-path' not
+    registered" (a start-up race). Both happen with a notebook that was never executed."""
+    first = e.splitlines()[1] if "\n" in e else ""
+    return e.startswith("pageerror: ") and "notebook_core" in e and "rewidget" not in e \
+        and ("reading 'schema'" in first or "filebrowser:open-path" in first)
+
+
+def test_renders_in_notebook7(notebook7, page, page_errors):
+    lab = notebook7
+    open_notebook(page, lab, "01_quickstart.ipynb", ui="tree")
+    assert "/tree/" in page.url or "/notebooks/" in page.url
+    startup = list(page_errors)
+    assert all(nb7_startup_error(e) for e in startup), "\n".join(startup)
+    page_errors.clear()  # from here on, every error counts
+    run_all(page)
+    wait_canvas(page, GRID, "s.nonblank > s.n * 0.5", timeout=30_000)
+    wait_canvas(page, PAINTER, "s.nonblank > s.n * 0.9")
+    assert page.locator(".rewidget-app").count() == 1
+    assert widget_errors(page) == []
+    assert page_errors == [], "\n".join(page_errors + lab.log_lines("403", "WARNING", "ERROR"))
