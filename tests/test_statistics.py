@@ -79,3 +79,26 @@ def test_truncated_cache_is_rebuilt(gen, tmp_path):
     path.write_bytes(path.read_bytes()[:40])
     with pytest.warns(UserWarning, match="unreadable"):
         cached_second_moment(gen, "main.9", 200, "fp", tmp_path)
+
+
+def test_shared_generator_with_another_sessions_edit_gets_its_own_statistics(tmp_path):
+    """Two sessions on one generator: statistics follow the weights actually in the model."""
+    from rewidget import RewriteSession
+
+    from .conftest import box
+
+    gen = load_tiny()
+    a = RewriteSession(gen, layer="main.4", stats_samples=200, cache_dir=tmp_path)
+    clean = a.statistics("main.9").clone()
+    a.add_context(1, box(32, 8, 20, 8, 20))
+    a.set_copy(2, box(32, 8, 20, 8, 20))
+    a.set_paste(1, (2, 2))
+    a.rewrite()  # edits main.4, upstream of main.9
+    assert torch.equal(a.statistics("main.9", refresh=True), clean)  # a's own edit is swapped out
+    b = RewriteSession(gen, stats_samples=200, cache_dir=tmp_path)
+    seen_by_b = b.statistics("main.9")  # b sees a's edit as part of its model
+    assert not torch.equal(seen_by_b, clean)
+    torch.testing.assert_close(seen_by_b, collect_second_moment(gen, "main.9", 200))
+    a.undo()
+    b2 = RewriteSession(gen, stats_samples=200, cache_dir=tmp_path)
+    assert torch.equal(b2.statistics("main.9"), clean)  # the clean cache is still valid

@@ -168,14 +168,16 @@ class GeneratorAdapter:
                 h.remove()
         return shapes
 
-    def fingerprint(self) -> str:
-        """sha256 of the weights as loaded (computed once, before any edit)."""
-        if self._fingerprint is None:
+    def fingerprint(self, current: bool = False) -> str:
+        """sha256 of the weights: as loaded (cached, before any edit), or as they are now."""
+        if current or self._fingerprint is None:
             h = hashlib.sha256(self.name.encode())
             for k, v in self.module.state_dict().items():
                 h.update(k.encode())
                 h.update(str(tuple(v.shape)).encode())
                 h.update(v.detach().cpu().contiguous().numpy().tobytes())
+            if current:
+                return h.hexdigest()
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 

@@ -171,16 +171,19 @@ class RewriteSession:
         self.gen.layer(layer)
         if layer in self._moments and not refresh:
             return self._moments[layer]
-        if refresh:
+        if refresh:  # the cache key of the unedited weights; rebuilt below
             p = cache_path(Path(self.cache_dir or default_cache_dir()),
-                           cache_key(self.fingerprint, layer, self.stats_samples))
+                           cache_key(self.gen.fingerprint(), layer, self.stats_samples))
             p.unlink(missing_ok=True)
         # keys at a layer depend only on the layers before it: only when one of those is edited
         # must W₀ be swapped in, and only then is the lock held (renders would see W₀)
         upstream_edited = bool(self.history.state_token(self._upstream(layer)))
         with (self.lock if upstream_edited else nullcontext()), \
                 (self.history.original_weights() if upstream_edited else nullcontext()):
-            c = cached_second_moment(self.gen, layer, self.stats_samples, self.fingerprint,
+            # the weights as they are now (this session's edits swapped out), not as loaded: a
+            # generator shared with another session may carry that session's edits
+            fingerprint = self.gen.fingerprint(current=True)
+            c = cached_second_moment(self.gen, layer, self.stats_samples, fingerprint,
                                      self.cache_dir, progress=progress, cancel=cancel)
         self._moments[layer] = c
         self._inverses.pop(layer, None)
