@@ -1,0 +1,181 @@
+"""Scores for rule edits on the `scenes` world, read off the generator's own segmented images.
+
+    before, after = session.render(seeds, original=True), session.render(seeds)   # (N, 64, 64, 3)
+    src = source_region(before, "roof")                 # (N, 64, 64) bool: the rule's pixels
+    r = scene_scores(before, after, src, target="tree")
+    r["efficacy"]       # share of the source pixels that now show the target class
+    r["collateral"]     # share of the pixels outside the source region whose class changed
+    r["colour_change"]  # mean RGB distance (0-255) between before and after outside the region
+
+Definitions (the benchmark's table uses exactly these):
+- class maps come from `scenes.segment` (nearest palette colour) of the *generated* images, never
+  from the renderer, because a user paints on generated images;
+- efficacy counts the source pixels that clearly show the source class before (within `tol` =
+  DEFAULT_TOL = 40, the palette-share tolerance) and clearly show the target class after: a
+  muddy half-way colour does not count, and blurred boundary pixels are left out of the count;
+- collateral counts nearest-class changes, so a boundary pixel whose colour drifts a little stays
+  unchanged; ``collateral_rim`` is the same share outside the region grown by ``rim`` px (the
+  blurred boundary band, where a shape change of the edited object shows up, is left out).
+
+An unchanged image scores 0 efficacy (unless a source pixel already shows the target, which the
+source definitions here never allow) and 0 collateral.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rewidget.models import scenes as S
+
+
+def class_index(name: str | int) -> int:
+    return name if isinstance(name, int) else S.CLASS_NAMES.index(name)
+
+
+def classes(rgb: np.ndarray) -> np.ndarray:
+    """(N, H, W) nearest-palette class of each pixel (no UNKNOWN)."""
+    return S.segment(rgb)
+
+
+def dilate(mask: np.ndarray, px: int = 1) -> np.ndarray:
+    """Grow a bool mask (H, W) or (N, H, W) by ``px`` pixels (8-neighbourhood)."""
+    if px <= 0:
+        return np.asarray(mask, bool).copy()
+    t = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
+    squeeze = t.dim() == 2
+    t = t[None, None] if squeeze else t[:, None]
+    t = F.max_pool2d(t, 2 * px + 1, 1, px)
+    return (t[0, 0] if squeeze else t[:, 0]).numpy() > 0
+
+
+def components(mask: np.ndarray, min_area: int = 1) -> list[np.ndarray]:
+    """4-connected components of a bool (H, W) mask, largest first, as bool masks."""
+    out = []
+    for rows, cols in S._components(np.asarray(mask, bool)):
+        if len(rows) >= min_area:
+            m = np.zeros(mask.shape, bool)
+            m[rows, cols] = True
+            out.append(m)
+    return sorted(out, key=lambda m: -int(m.sum()))
+
+
+def roof_tips(classmap: np.ndarray, share: float = 0.5, min_area: int = 8) -> np.ndarray:
+    """The upper ``share`` of each roof's rows in one class map (H, W): the point of the roof."""
+    out = np.zeros(classmap.shape, bool)
+    for comp in components(classmap == S.ROOF, min_area):
+        rows = np.nonzero(comp.any(1))[0]
+        cut = rows[0] + max(1, int(round(share * (rows[-1] - rows[0] + 1))))
+        comp[cut:] = False
+        out |= comp
+    return out
+
+
+def source_region(rgb: np.ndarray, source: str) -> np.ndarray:
+    """(N, H, W) bool: the pixels of the rule being edited, in the unedited images.
+
+    ``source`` is a class name ("roof", "window", "sun", ...) or "roof_tip" (upper half of roofs).
+    """
+    cm = classes(rgb)
+    if source == "roof_tip":
+        return np.stack([roof_tips(c) for c in cm])
+    return cm == class_index(source)
+
+
+def segment_both(rgb: np.ndarray, tol: float = S.DEFAULT_TOL) -> tuple[np.ndarray, np.ndarray]:
+    """(nearest, strict) class maps of images (..., 3) in one pass; strict is -1 beyond ``tol``.
+
+    The same maps as ``scenes.segment(rgb)`` and ``scenes.segment(rgb, tol)``, about twice as fast.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).reshape(-1, 3).float()
+    pal = torch.from_numpy(S.PALETTE_ARRAY).float()
+    d = torch.cdist(x, pal)  # (M, K)
+    dmin, nearest = d.min(1)
+    strict = nearest.clone()
+    strict[dmin > tol] = S.UNKNOWN
+    shape = np.shape(rgb)[:-1]
+    return nearest.reshape(shape).numpy(), strict.reshape(shape).numpy()
+
+
+def scene_scores(before: np.ndarray, after: np.ndarray, source: np.ndarray, target: str | int,
+                 tol: float = S.DEFAULT_TOL, rim: int = 2) -> dict[str, float]:
+    """Efficacy and collateral of an edit on images (N, H, W, 3) uint8; see the module docstring.
+
+    ``source`` (N, H, W) bool is the rule's region in ``before`` (from ``source_region``).
+    """
+    t = class_index(target)
+    src = np.asarray(source, bool)
+    cb, sb = segment_both(before, tol)
+    ca, sa = segment_both(after, tol)
+    clear = src & (sb != S.UNKNOWN)  # source pixels within tol of their (source) colour
+    outside = ~src
+    outside_rim = ~dilate(src, rim)
+    dist = np.sqrt(((after.astype(np.float32) - before.astype(np.float32)) ** 2).sum(-1))
+    nan = float("nan")
+    return {
+        "efficacy": float((sa[clear] == t).mean()) if clear.any() else nan,
+        "efficacy_nearest": float((ca[src] == t).mean()) if src.any() else nan,
+        "collateral": float((ca[outside] != cb[outside]).mean()),
+        "collateral_rim": float((ca[outside_rim] != cb[outside_rim]).mean()),
+        "colour_change": float(dist[outside].mean()),
+        "colour_change_source": float(dist[src].mean()) if src.any() else nan,
+        "source_pixels": int(src.sum()),
+        "source_clear_pixels": int(clear.sum()),
+        "source_share": float(src.mean()),
+    }
+
+
+def rule_counts(rgb: np.ndarray, rule: str, tol: float = S.DEFAULT_TOL) -> dict:
+    """{"rate", "held", "total"} of one of scenes.RULES over images, as scenes.evaluate_generator
+    counts it (rate NaN when no object was judged); rule "suns": suns per image."""
+    strict = S.segment(rgb, tol)
+    if rule == "suns":
+        suns = [S.object_counts(c)["suns"] for c in strict]
+        return {"rate": float(np.mean(suns)), "held": int(sum(suns)), "total": len(suns)}
+    counts = [S.check_rules(c)[rule] for c in strict]
+    held, total = sum(h for h, _ in counts), sum(t for _, t in counts)
+    return {"rate": held / total if total else float("nan"), "held": held, "total": total}
+
+
+def rule_rate(rgb: np.ndarray, rule: str, tol: float = S.DEFAULT_TOL) -> float:
+    """Adherence of one of scenes.RULES over images (held / total), or "suns": suns per image."""
+    return rule_counts(rgb, rule, tol)["rate"]
+
+
+def faces_scores(before: torch.Tensor, after: torch.Tensor, match: torch.Tensor,
+                 threshold: float = 0.5, paste=None) -> dict[str, float]:
+    """Pixel change inside vs outside where the context fires (images (N, 3, S, S) in [-1, 1]).
+
+    With ``paste`` = (copy_source, target_before, target_after, copy_mask, offset) (images
+    (1, 3, S, S)), also ``target_closer``: 1 - |after - copy| / |before - copy| over the pasted
+    region of the request's own target image (1 = it shows the copied content exactly).
+    """
+    from rewidget.core.masks import shift
+    from rewidget.core.metrics import change_inside_outside
+
+    out = change_inside_outside(before, after, match, threshold)
+    if paste is not None:
+        src, tb, ta, mask, offset = paste
+        size = src.shape[-1]
+        m = torch.from_numpy(np.asarray(mask, np.float32) / 255.0)[None, None]
+        moved_m = shift(m, offset, size)[0, 0]
+        moved = shift(src.float(), offset, size)
+        w = moved_m / moved_m.sum().clamp_min(1e-12)
+        d0 = float(((tb.float() - moved).abs().mean(1)[0] * w).sum())
+        d1 = float(((ta.float() - moved).abs().mean(1)[0] * w).sum())
+        out["target_closer"] = 1 - d1 / d0 if d0 > 0 else float("nan")
+    return out
+
+
+def collateral_by_class(before: np.ndarray, after: np.ndarray, source: np.ndarray
+                        ) -> dict[str, float]:
+    """Where collateral happens: per class (before), the share of its outside pixels that changed."""
+    cb, ca = segment_both(before)[0], segment_both(after)[0]
+    outside = ~np.asarray(source, bool)
+    out = {}
+    for i, name in enumerate(S.CLASS_NAMES):
+        sel = outside & (cb == i)
+        if sel.any():
+            out[name] = float((ca[sel] != i).mean())
+    return out

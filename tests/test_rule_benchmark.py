@@ -1,0 +1,133 @@
+"""The rule-edit benchmark's scores mean what their definitions say (benchmarks/rule_scoring.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rewidget import RewriteSession
+from rewidget.models import scenes as S
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import rule_edits as B  # noqa: E402
+import rule_scoring as RS  # noqa: E402
+
+STATS = 300  # small C: these tests check the bookkeeping, not the edit's quality
+SEEDS = [700_000 + i for i in range(16)]
+
+
+@pytest.fixture(scope="module")
+def scenes_session():
+    return RewriteSession("scenes", stats_samples=STATS)
+
+
+def _naive_class(pixel: np.ndarray, tol: float | None = None) -> int:
+    """Nearest palette colour of one pixel by a plain loop (UNKNOWN beyond ``tol``)."""
+    best, best_d = -1, float("inf")
+    for i, colour in enumerate(S.PALETTE_ARRAY):
+        d = float(np.sqrt(((pixel.astype(float) - colour.astype(float)) ** 2).sum()))
+        if d < best_d:
+            best, best_d = i, d
+    return S.UNKNOWN if tol is not None and best_d > tol else best
+
+
+def _naive_scores(before: np.ndarray, after: np.ndarray, source: str, target: str
+                  ) -> tuple[float, float]:
+    """Efficacy and collateral pixel by pixel, straight from the definitions."""
+    src_cls, tgt = S.CLASS_NAMES.index(source), S.CLASS_NAMES.index(target)
+    conv = clear = changed = outside = 0
+    for img_b, img_a in zip(before, after, strict=True):
+        for y in range(img_b.shape[0]):
+            for x in range(img_b.shape[1]):
+                cb = _naive_class(img_b[y, x])
+                if cb == src_cls:  # in the source region
+                    if _naive_class(img_b[y, x], S.DEFAULT_TOL) == src_cls:  # clearly source
+                        clear += 1
+                        conv += _naive_class(img_a[y, x], S.DEFAULT_TOL) == tgt
+                else:
+                    outside += 1
+                    changed += _naive_class(img_a[y, x]) != cb
+    return conv / clear, changed / outside
+
+
+def test_segment_both_matches_the_world_segmenter(scenes_session):
+    rgb = scenes_session.render(SEEDS, original=True)
+    nearest, strict = RS.segment_both(rgb)
+    assert np.array_equal(nearest, S.segment(rgb))
+    assert np.array_equal(strict, S.segment(rgb, S.DEFAULT_TOL))
+
+
+def test_unchanged_images_score_zero(scenes_session):
+    rgb = scenes_session.render(SEEDS, original=True)
+    src = RS.source_region(rgb, "roof")
+    assert src.any()
+    r = RS.scene_scores(rgb, rgb.copy(), src, "tree")
+    assert r["efficacy"] == 0 and r["collateral"] == 0 and r["colour_change"] == 0
+
+
+def test_zero_update_scores_zero_efficacy_and_collateral(scenes_session):
+    s = scenes_session
+    req = B.variant(B.load_request("roof_to_tree"), "main.12", 1, "exact", {"ridge": 0.1}, STATS)
+    edit = s.compute_edit(req)
+    empty = dataclasses.replace(edit, factor=torch.zeros_like(edit.factor))
+    before = s.render(SEEDS, original=True)
+    s.apply(empty)
+    try:
+        after = s.render(SEEDS)
+    finally:
+        s.undo()
+    assert np.array_equal(after, before)
+    r = RS.scene_scores(before, after, RS.source_region(before, "roof"), "tree")
+    assert r["efficacy"] == 0 and r["collateral"] == 0
+
+
+def test_benchmark_edit_end_to_end_matches_naive_recount(scenes_session):
+    s = scenes_session
+    seeds = SEEDS[:2]
+    spec = B.EDITS["roof_to_tree"]
+    bench = B.EditBench(spec, s, seeds, ["main.12"], [1], {"exact": B.SOLVERS["exact"]},
+                        log=lambda _line: None)
+    (row,) = bench.run()
+    assert "error" not in row and row["seconds"] > 0
+    # replay the same setting and recount pixel by pixel
+    solver, opts = B.SOLVERS["exact"]
+    s.rewrite(B.variant(B.load_request(spec.name), "main.12", 1, solver, opts, STATS))
+    try:
+        after = s.render(seeds)
+    finally:
+        s.undo()
+    before = s.render(seeds, original=True)
+    assert np.array_equal(before, bench.before_rgb)
+    efficacy, collateral = _naive_scores(before, after, "roof", "tree")
+    print(f"\nroof_to_tree @ main.12 r1 on 2 seeds: efficacy {row['efficacy']:.3f}, "
+          f"collateral {row['collateral']:.4f}")
+    assert row["efficacy"] == pytest.approx(efficacy, abs=1e-12)
+    assert row["collateral"] == pytest.approx(collateral, abs=1e-12)
+    assert row["efficacy"] > 0  # the edit does something at this layer
+    assert 0 <= row["collateral"] < 1
+
+
+def test_faces_scores_of_no_change_are_zero():
+    before = torch.rand(2, 3, 64, 64) * 2 - 1
+    match = torch.zeros(2, 16, 16)
+    match[:, 4:8, 4:12] = 1.0
+    r = RS.faces_scores(before, before.clone(), match)
+    assert r["inside"] == 0 and r["outside"] == 0 and 0 < r["inside_share"] < 1
+
+
+def test_saved_requests_are_reproducible(tmp_path):
+    import make_requests as M
+
+    paths = M.make_all(tmp_path)
+    assert set(paths) == set(B.EDITS)
+    for name, path in paths.items():
+        committed = json.loads((BENCH / "requests" / f"{name}.json").read_text())
+        assert json.loads(path.read_text()) == committed, name
