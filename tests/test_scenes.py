@@ -126,7 +126,6 @@ def test_network_shape_and_layers():
     assert isinstance(net.main[-1], torch.nn.Tanh)
 
 
-@pytest.mark.skipif(not S.WEIGHTS_PATH.exists(), reason="weights not trained yet")
 def test_trained_generator_follows_the_rules():
     net = S.load_scenes_network()
     assert not net.training
