@@ -60,13 +60,14 @@ class Edit:
 
 def sample_latents(gen: Generator, samples: list[Sample]) -> torch.Tensor:
     """Stack the latents of seeds and explicit latents, on the generator's device."""
+    batch_dims = gen.latents([]).dim()  # (0, *latent_shape): costs no sampling
     zs = []
     for s in samples:
         if s.seed is not None:
             zs.append(gen.latents([s.seed]))
         else:
             z = s.latent.to(gen.device)
-            zs.append(z[None] if z.dim() == len(gen.latents([0]).shape) - 1 else z)
+            zs.append(z[None] if z.dim() == batch_dims - 1 else z)
     return torch.cat(zs)
 
 

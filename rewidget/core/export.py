@@ -22,6 +22,7 @@ from .edits import Edit
 from .errors import RewriteError
 from .history import EditHistory
 from .requests import EditRequest
+from .safefiles import read_safetensors
 
 DELTA_FORMAT = "rewidget.delta/1"
 
@@ -60,10 +61,7 @@ def save_delta(history: EditHistory, path: str | Path, model: str, fingerprint: 
 def load_delta(path: str | Path, fingerprint: str | None = None) -> list[tuple[Edit, float]]:
     """Edits and strengths from a delta file; refuses a file made for another model."""
     try:
-        tensors = load_file(str(path))
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            meta = json.loads(f.read(n)).get("__metadata__", {})
+        tensors, meta = read_safetensors(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise RewriteError(f"{path} is not a readable delta file ({e}).",
                            "export it again with session.export_delta().") from e

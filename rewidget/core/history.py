@@ -70,18 +70,17 @@ class EditHistory:
         return len(self.entries) - 1
 
     def undo(self) -> Edit | None:
-        if not self.entries:
-            return None
-        entry = self.entries.pop()
-        self.redo_stack.append(entry)
-        self._rebuild(entry.edit.layer)
-        return entry.edit
+        return self._move(self.entries, self.redo_stack)
 
     def redo(self) -> Edit | None:
-        if not self.redo_stack:
+        return self._move(self.redo_stack, self.entries)
+
+    def _move(self, source: list[Entry], target: list[Entry]) -> Edit | None:
+        """Pop the newest entry of ``source`` onto ``target`` and rebuild its layer."""
+        if not source:
             return None
-        entry = self.redo_stack.pop()
-        self.entries.append(entry)
+        entry = source.pop()
+        target.append(entry)
         self._rebuild(entry.edit.layer)
         return entry.edit
 

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .memory import memory_for
 from .progress import CancelToken, ProgressFn, check_cancel, report
 from .protocol import Generator
+from .safefiles import read_safetensors
 
 FORMAT_VERSION = "1"
 STATS_SEED_BASE = 1_000_000  # statistics use seeds far from the ones users look at
@@ -110,11 +111,8 @@ def load_cached(path: Path, meta: dict[str, str], dim: int) -> tuple[torch.Tenso
     if not path.exists():
         return None, "no cache file"
     try:
-        tensors = load_file(str(path))
-        with open(path, "rb") as f:  # safetensors keeps metadata in the JSON header
-            header_len = int.from_bytes(f.read(8), "little")
-            stored = json.loads(f.read(header_len)).get("__metadata__", {})
-    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
+        tensors, stored = read_safetensors(path)
+    except (SafetensorError, OSError, ValueError) as e:
         return None, f"unreadable ({e})"
     c = tensors.get("moment")
     if c is None:

@@ -171,10 +171,6 @@ class RewriteSession:
         self.gen.layer(layer)
         if layer in self._moments and not refresh:
             return self._moments[layer]
-        if refresh:  # the cache key of the unedited weights; rebuilt below
-            p = cache_path(Path(self.cache_dir or default_cache_dir()),
-                           cache_key(self.gen.fingerprint(), layer, self.stats_samples))
-            p.unlink(missing_ok=True)
         # keys at a layer depend only on the layers before it: only when one of those is edited
         # must W₀ be swapped in, and only then is the lock held (renders would see W₀)
         upstream_edited = bool(self.history.state_token(self._upstream(layer)))
@@ -183,6 +179,9 @@ class RewriteSession:
             # the weights as they are now (this session's edits swapped out), not as loaded: a
             # generator shared with another session may carry that session's edits
             fingerprint = self.gen.fingerprint(current=True)
+            if refresh:  # drop exactly the file this collection would otherwise reload
+                cache_path(Path(self.cache_dir or default_cache_dir()),
+                           cache_key(fingerprint, layer, self.stats_samples)).unlink(missing_ok=True)
             c = cached_second_moment(self.gen, layer, self.stats_samples, fingerprint,
                                      self.cache_dir, progress=progress, cancel=cancel)
         self._moments[layer] = c
@@ -310,9 +309,8 @@ class RewriteSession:
         with self.lock, torch.no_grad():
             layer = self.render_layer()
             keys = self.keys(layer, samples)
-            z = None if layer in self.gen._trunk_index else sample_latents(self.gen, samples)
-            return self.gen.forward_from(layer, keys, z) if z is not None else \
-                self.gen.forward_from(layer, keys)
+            # z only matters to generators without a sequential trunk (see GeneratorAdapter)
+            return self.gen.forward_from(layer, keys, z=sample_latents(self.gen, samples))
 
     def original_images(self, samples: Sequence | None = None) -> torch.Tensor:
         samples = _samples(self.grid if samples is None else samples)

@@ -36,14 +36,19 @@ def stats_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("lab-rewidget-cache")
 
 
-@pytest.fixture(scope="session")
-def lab(stats_cache):
-    """A Jupyter server on a temp copy of notebooks/, used through JupyterLab."""
+def _serve(stats_cache):
+    """A Jupyter server on a temp copy of notebooks/, for the life of the fixture."""
     _require_browser()
     server = LabServer(REPO / "notebooks", extra_env={"REWIDGET_CACHE": str(stats_cache)})
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def lab(stats_cache):
+    """The server used through JupyterLab."""
+    yield from _serve(stats_cache)
 
 
 @pytest.fixture(scope="session")
@@ -51,11 +56,7 @@ def notebook7(stats_cache):
     """A second server for Notebook 7. Not the JupyterLab one: jupyter_server caches static
     file paths by file name across apps (FileFindHandler._static_paths), so after JupyterLab
     served its FontAwesome font, Notebook 7's request for the same-named file gets a 403."""
-    _require_browser()
-    server = LabServer(REPO / "notebooks", extra_env={"REWIDGET_CACHE": str(stats_cache)})
-    server.start()
-    yield server
-    server.stop()
+    yield from _serve(stats_cache)
 
 
 @pytest.fixture(scope="session")
