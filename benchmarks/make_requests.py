@@ -12,6 +12,7 @@ truth), the same ones as tests/test_faces.py for "add glasses".
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from rewidget.models import scenes as S  # noqa: E402
 REQUESTS = HERE / "requests"
 POOL = range(400)  # request seeds; held-out seeds (rule_edits.py) start at 700,000
 N_CONTEXT = 10  # samples painted as context
+N_PASTED = 3  # roof_to_tree: context samples whose every roof gets the crown pasted on it
 STATS_SAMPLES = 10_000  # what the benchmark's full run uses
 PLACEHOLDER = {"layer": "main.12", "rank": 1, "solver": "exact",
                "solver_options": dict(DEFAULT_OPTIONS["exact"])}
@@ -84,19 +86,37 @@ def _request(kind: str, model: str, context, copy=None, paste=None) -> EditReque
                        stats_samples=STATS_SAMPLES, **PLACEHOLDER)
 
 
-def roof_to_tree(p: ScenesPool) -> EditRequest:
-    """Roofs become tree crowns: context = every roof on 10 samples; a crown pasted on a roof."""
+def _crown_on(p: ScenesPool, crown: np.ndarray, src: int, dst: int, roof: np.ndarray
+              ) -> tuple[Selection, Paste]:
+    """The crown moved centre onto ``roof``'s centre, cut to what lands on the roof."""
+    (ry, rx), (cy, cx) = _centre(roof), _centre(crown)
+    offset = (round(rx - cx), round(ry - cy))
+    copy = crown & _shifted(roof, (-offset[0], -offset[1]))
+    return Selection(Sample(src), copy), Paste(Sample(dst), offset)
+
+
+def roof_to_tree(p: ScenesPool, every_roof_on: int = N_PASTED) -> EditRequest:
+    """Roofs become tree crowns: context = every roof on 10 samples; one crown pasted on every
+    roof of the first ``every_roof_on`` of them (the app's "Paste again"), all solved together.
+    ``every_roof_on=0``: the paper's single paste, on the smallest roof of the first sample."""
     ctx = p.pick(lambda c: len(components(c == S.ROOF, 30)) >= 2)
     crowns = [(comp, s) for s, c, ok in zip(p.seeds, p.cm, p.clean, strict=True) if ok
               for comp in components(c == S.TREE, 60)[:1]]
     crown, src = max(crowns, key=lambda x: (int(x[0].sum()), -x[1]))
-    dst = ctx[0]
-    roof = components(p.cm[dst] == S.ROOF, 30)[-1]  # the smallest whole roof there
-    (ry, rx), (cy, cx) = _centre(roof), _centre(crown)
-    offset = (round(rx - cx), round(ry - cy))  # crown centre onto roof centre
-    copy = crown & _shifted(roof, (-offset[0], -offset[1]))  # only what lands on the roof
-    return _request("paste", "scenes", [Selection(Sample(s), p.cm[s] == S.ROOF) for s in ctx],
-                    Selection(Sample(src), copy), Paste(Sample(dst), offset))
+    if every_roof_on:
+        pairs = [_crown_on(p, crown, src, dst, roof) for dst in ctx[:every_roof_on]
+                 for roof in components(p.cm[dst] == S.ROOF, 30)]
+    else:  # the smallest whole roof on the first sample
+        pairs = [_crown_on(p, crown, src, ctx[0], components(p.cm[ctx[0]] == S.ROOF, 30)[-1])]
+    (copy, paste), more = pairs[0], tuple(pairs[1:])
+    req = _request("paste", "scenes", [Selection(Sample(s), p.cm[s] == S.ROOF) for s in ctx],
+                   copy, paste)
+    return dataclasses.replace(req, more_pastes=more)
+
+
+def roof_to_tree_one_paste(p: ScenesPool) -> EditRequest:
+    """The same edit taught the paper's way: the crown pasted on one roof only."""
+    return roof_to_tree(p, every_roof_on=0)
 
 
 def windows_erase(p: ScenesPool) -> EditRequest:
@@ -148,7 +168,8 @@ def faces_close_mouths() -> EditRequest:
                     Selection(Sample(CLOSED_MOUTH), MOUTH), Paste(Sample(OPEN_MOUTHS[0]), (0, 0)))
 
 
-SCENES_EDITS = {"roof_to_tree": roof_to_tree, "windows_erase": windows_erase,
+SCENES_EDITS = {"roof_to_tree": roof_to_tree, "roof_to_tree_one_paste": roof_to_tree_one_paste,
+                "windows_erase": windows_erase,
                 "sun_erase": sun_erase, "roof_flat": roof_flat}
 FACES_EDITS = {"faces_glasses": faces_glasses, "faces_close_mouths": faces_close_mouths}
 

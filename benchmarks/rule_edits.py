@@ -14,7 +14,7 @@ how much closer the paste target moved to the copied content.
 
 Each edit is one saved request; only its layer, rank, solver (and the statistics' sample count)
 are replaced. "exact" and "iterative" use the engine's default options (ridge 0.1; 2001 Adam
-steps, lr 0.05); "exact, ridge 1e-6" is the nearly unregularised least squares, for comparison.
+steps, lr 0.2); "exact, ridge 1e-6" is the nearly unregularised least squares, for comparison.
 Cached key statistics are checked against a fresh 300-sample estimate before use (a C cached
 under the right fingerprint but collected with another session's edit installed is rebuilt).
 The best setting of a scenes edit is the highest
@@ -70,8 +70,10 @@ class EditSpec:
 
 
 EDITS = {e.name: e for e in [
-    EditSpec("roof_to_tree", "scenes", "roofs turn into tree crowns", "roof", "tree",
-             "roof_on_tower"),
+    EditSpec("roof_to_tree", "scenes", "roofs turn into tree crowns (crown pasted on 6 roofs)",
+             "roof", "tree", "roof_on_tower"),
+    EditSpec("roof_to_tree_one_paste", "scenes", "roofs turn into tree crowns (one paste)",
+             "roof", "tree", "roof_on_tower"),
     EditSpec("windows_erase", "scenes", "towers lose their windows (erase)", "window", "tower",
              "tower_has_windows"),
     EditSpec("sun_erase", "scenes", "the sun turns into sky (erase; no clouds in this world)",
@@ -420,7 +422,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=str(HERE / "results"))
     ap.add_argument("--edits", default=",".join(EDITS))
     ap.add_argument("--layers", default="main.0,main.3,main.6,main.9,main.12")
-    ap.add_argument("--ranks", default="1,2,3")
+    ap.add_argument("--ranks", default="1,2,3,6,10")
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--stats-samples", type=int, default=None)
     ap.add_argument("--steps", type=int, default=None)

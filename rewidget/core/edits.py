@@ -74,8 +74,8 @@ def sample_latents(gen: Generator, samples: list[Sample]) -> torch.Tensor:
 def build_targets(gen: Generator, mem: LinearMemory, request: EditRequest,
                   keys_of) -> list[Target]:
     if request.kind == "paste":
-        return [paste_target(mem, keys_of(request.copy.sample), request.copy.mask,
-                             keys_of(request.paste.sample), request.paste.offset, gen.image_size)]
+        return [paste_target(mem, keys_of(copy.sample), copy.mask, keys_of(paste.sample),
+                             paste.offset, gen.image_size) for copy, paste in request.pastes]
     return [erase_target(mem, keys_of(sel.sample), sel.mask) for sel in request.context]
 
 
@@ -85,7 +85,7 @@ MIN_TARGET_MATCH = 0.02
 def _check_targets_match(mem: LinearMemory, d: torch.Tensor, targets: list[Target],
                          level: float) -> None:
     """A rank-r edit only acts where keys project onto D: refuse goals it cannot reach."""
-    for t in targets:
+    for i, t in enumerate(targets):
         with torch.no_grad():
             s = match_map(mem, t.keys, d).abs()[0]
         if mem.spatial:
@@ -94,8 +94,9 @@ def _check_targets_match(mem: LinearMemory, d: torch.Tensor, targets: list[Targe
         else:
             strength = float(s.mean())
         if strength < MIN_TARGET_MATCH * level:
+            which = f" (goal {i + 1} of {len(targets)})" if len(targets) > 1 else ""
             raise RewriteError(
-                f"The paste region's keys have no component along the context directions "
+                f"The paste region's{which} keys have no component along the context directions "
                 f"({strength / level:.1%} of the context's level), so no rank-limited change of "
                 "this layer can affect it.",
                 "include the paste location in the context (paint context there too), or choose "
@@ -112,7 +113,7 @@ def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
     mem = memory_for(gen.layer(request.layer), request.layer)
     report(progress, 0, 3, "keys")
     samples = list({s: None for s in [c.sample for c in request.context]
-                    + ([request.copy.sample, request.paste.sample] if request.kind == "paste" else [])})
+                    + [s for c, p in request.pastes for s in (c.sample, p.sample)]})
     with torch.no_grad():
         keys = gen.keys(request.layer, sample_latents(gen, samples))
     by_sample = {s: keys[i:i + 1] for i, s in enumerate(samples)}

@@ -69,6 +69,7 @@ class RewriteSession:
         self.context: list[Selection] = []
         self.copy: Selection | None = None
         self.paste: Paste | None = None
+        self.more_pastes: list[tuple[Selection, Paste]] = []  # further goals (add_paste)
         self.grid: list[Sample] = _samples(grid)
         self.last_edit: Edit | None = None
         self._moments: dict[str, torch.Tensor] = {}
@@ -146,21 +147,62 @@ class RewriteSession:
             self.paste = p
         self._emit("selection", what="paste")
 
+    def add_paste(self, sample, offset: tuple[float, float] = (0.0, 0.0), mask=None) -> int:
+        """Paste the copy once more, on another place or sample; returns how many pastes exist.
+
+        All pastes are solved together, so the rule is taught on several examples (the first
+        call, with no paste yet, is ``set_paste``). ``mask`` optionally restricts this paste to
+        part of the copied region (a mask on the copied sample, e.g. clipped to the shape of
+        the object it lands on).
+        """
+        p = Paste(Sample.of(sample), offset)
+        with self.lock:
+            if self.copy is None:
+                raise RewriteError("Nothing is copied, so there is nothing to paste.",
+                                   "paint the object to copy with the copy tool (set_copy) first.")
+            copy = self.copy if mask is None else Selection(self.copy.sample, mask)
+            if self.paste is None and mask is None:
+                self.paste = p
+            else:
+                self.more_pastes.append((copy, p))
+            n = (self.paste is not None) + len(self.more_pastes)
+        self._emit("selection", what="paste")
+        return n
+
+    def keep_paste(self) -> int:
+        """Keep the current paste as one of several goals and free ``paste`` for another one.
+
+        Returns how many pastes are kept. The app's "Paste again" button calls this.
+        """
+        with self.lock:
+            if self.copy is None or self.paste is None:
+                raise RewriteError("There is no placed paste to keep.",
+                                   "place the copied object with the paste tool first.")
+            self.more_pastes.append((self.copy, self.paste))
+            self.paste = None
+            n = len(self.more_pastes)
+        self._emit("selection", what="paste")
+        return n
+
     def clear_copy(self) -> None:
-        """Drop the copy, and the paste that placed it."""
+        """Drop the copy, and every paste that placed it."""
         with self.lock:
             self.copy = self.paste = None
+            self.more_pastes.clear()
         self._emit("selection", what="copy")
 
     def clear_paste(self) -> None:
+        """Drop every paste (the copy stays)."""
         with self.lock:
             self.paste = None
+            self.more_pastes.clear()
         self._emit("selection", what="paste")
 
     def clear_selection(self) -> None:
         with self.lock:
             self.context.clear()
             self.copy = self.paste = None
+            self.more_pastes.clear()
         self._emit("selection", what="all")
 
     # -- statistics ---------------------------------------------------------------------------
@@ -209,6 +251,7 @@ class RewriteSession:
                           solver=solver, context=tuple(self.context),
                           copy=self.copy if kind == "paste" else None,
                           paste=self.paste if kind == "paste" else None,
+                          more_pastes=tuple(self.more_pastes) if kind == "paste" else (),
                           stats_samples=self.stats_samples, solver_options=solver_options)
         req.validate_complete()
         return req
@@ -428,6 +471,7 @@ class RewriteSession:
             self.layer, self.rank, self.solver = request.layer, request.rank, request.solver
             self.context = list(request.context)
             self.copy, self.paste = request.copy, request.paste
+            self.more_pastes = list(request.more_pastes)
         self._emit("layer", layer=self.layer)
         self._emit("selection", what="all")
 

@@ -149,6 +149,10 @@ class RewriteApp(SessionView, w.VBox):
         self.eraser = w.ToggleButton(description="", icon="eraser",
                                      tooltip="Eraser (e): erase from the current tool's mask",
                                      layout=w.Layout(width="40px"))
+        self.paste_again_button = _button(
+            "Paste again", "rewidget-paste-again", "plus",
+            "Keep this paste and place the copy once more (another roof, another sample): "
+            "all pastes are solved together, so the rule generalises better", width="112px")
         self.clear_button = _button("Clear", "rewidget-clear", "times",
                                     "Clear the current tool's selection on this sample",
                                     width="70px")
@@ -208,7 +212,7 @@ class RewriteApp(SessionView, w.VBox):
                     self.undo_button, self.redo_button, self.reset_button], layout=row),
         ])
         painter_box = w.VBox(
-            [w.HBox([self.tool, self.eraser], layout=row),
+            [w.HBox([self.tool, self.eraser, self.paste_again_button], layout=row),
              w.HBox([self.brush, self.clear_button], layout=row),
              self.painter, self.painter_caption],
             layout=w.Layout(align_items="flex-start", margin="0 12px 0 0"))
@@ -244,6 +248,7 @@ class RewriteApp(SessionView, w.VBox):
         self.painter.observe(lambda _: self._caption(), names=["tool", "erasing"])
         self.clear_button.on_click(self._guard(lambda _: self.clear(self.painter.tool)))
         self.clear_all_button.on_click(self._guard(lambda _: self.clear(None)))
+        self.paste_again_button.on_click(self._guard(lambda _: self.paste_again()))
         self.grid.on_select(self._guard(self._on_grid_click))
         self.grid.schedule = lambda fn: self._mark("grid")  # the view changes; data may too
         self.grid.observe(self._guard(self._on_match_toggle), names="show_match")
@@ -328,6 +333,13 @@ class RewriteApp(SessionView, w.VBox):
             with p.hold_sync():
                 p.paste_active, p.paste_offset = False, [0, 0]
             self._submit(self._drop_paste, "Clearing the paste")
+
+    def paste_again(self) -> None:
+        """Keep the placed paste as one goal and let the paste tool place another.
+
+        Runs after any stroke still on its way to the session (the task queue is ordered).
+        """
+        self._submit(self._keep_paste, "Keeping the paste")
 
     def new_batch(self, n: int | None = None) -> None:
         """Show ``n`` (default: as many as now) random samples."""
@@ -589,6 +601,10 @@ class RewriteApp(SessionView, w.VBox):
     def _drop_copy(self) -> None:
         drop_copy(self.session)
         self._mark("painter", "grid", "status", "inspect")
+
+    def _keep_paste(self) -> None:
+        self.session.keep_paste()
+        self._mark("painter", "grid", "status")
 
     def _drop_paste(self) -> None:
         drop_paste(self.session)

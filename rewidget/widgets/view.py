@@ -127,7 +127,8 @@ class SessionView:
             tags.append(("context", px.CONTEXT_RGB))
         if s.copy is not None and s.copy.sample == sample:
             tags.append(("copy", px.COPY_RGB))
-        if s.paste is not None and s.paste.sample == sample:
+        pasted = [p.sample for _, p in s.more_pastes] + ([s.paste.sample] if s.paste else [])
+        if sample in pasted:
             tags.append(("paste", px.PASTE_RGB))
         return tags
 
@@ -221,8 +222,8 @@ class SessionView:
     @staticmethod
     def _edit_sample(edit) -> Sample:
         req = edit.request
-        if req is not None and req.paste is not None:
-            return req.paste.sample
+        if req is not None and req.pastes:
+            return req.pastes[0][1].sample
         if req is not None and req.context:
             return req.context[0].sample
         return Sample(0)
@@ -260,12 +261,14 @@ class SessionView:
         parts.append(f"<b style='color:#c0a'>Copy</b> {s.copy.sample.label()} "
                      f"({_area(s.copy.mask)} px)" if s.copy else
                      "<b style='color:#c0a'>Copy</b> none")
+        kept = len(s.more_pastes)
+        also = f" + {kept} kept" if kept else ""
         if s.paste:
             dx, dy = s.paste.offset
             parts.append(f"<b style='color:#5a2'>Paste</b> {s.paste.sample.label()} at "
-                         f"({dx:+.0f}, {dy:+.0f})")
+                         f"({dx:+.0f}, {dy:+.0f}){also}")
         else:
-            parts.append("<b style='color:#5a2'>Paste</b> none")
+            parts.append(f"<b style='color:#5a2'>Paste</b> {f'{kept} kept' if kept else 'none'}")
         parts.append(f"layer {s.layer}, rank {s.rank}, {s.solver} · {len(s.history)} edit(s)")
         if not ctx:
             step = ("1. Pick the <b>context</b> tool (c) and paint where the rule should apply, "
@@ -273,7 +276,7 @@ class SessionView:
         elif s.copy is None:
             step = ("2. Pick the <b>copy</b> tool (x) and paint the object to insert, on any "
                     "sample. (Or press <b>Erase</b> to remove what the context draws.)")
-        elif s.paste is None:
+        elif s.paste is None and not kept:
             step = ("3. Click a target sample, pick the <b>paste</b> tool (v) and drag the "
                     "copied object into place.")
         elif not len(s.history):
