@@ -239,7 +239,9 @@ def rule_effect(spec: EditSpec, session: RewriteSession, seeds: list[int], best:
     out = {}
     if spec.model == "scenes":
         out = {"before": RS.rule_counts(before_rgb, spec.rule),
-               "after": RS.rule_counts(after, spec.rule)}
+               "after": RS.rule_counts(after, spec.rule),
+               "collateral_by_class": RS.collateral_by_class(
+                   before_rgb, after, RS.source_region(before_rgb, spec.source))}
     return after, out
 
 
@@ -256,19 +258,25 @@ def verdict(entry: dict) -> dict:
 
     text = (f"best setting ({where(b)}): efficacy {_pct(b['efficacy'])} with collateral "
             f"{_pct(b['collateral'])}")
-    if within:
-        w = max(within, key=lambda r: r["efficacy"])
+    def same(r, other) -> bool:
+        return other is not None and all(r[k] == other[k] for k in ("layer", "rank", "solver"))
+
+    w = max(within, key=lambda r: r["efficacy"]) if within else None
+    if w is not None and not same(w, b):
         text += (f"; the highest efficacy with collateral ≤ {TARGET_COLLATERAL:.0%} is "
                  f"{_pct(w['efficacy'])} ({where(w)}, collateral {_pct(w['collateral'])})")
     top = max(ok, key=lambda r: r["efficacy"])
-    text += f"; the highest efficacy at any collateral is {_pct(top['efficacy'])} ({where(top)}, collateral {_pct(top['collateral'])})."
+    if not same(top, b) and not same(top, w):
+        text += (f"; the highest efficacy at any collateral is {_pct(top['efficacy'])} "
+                 f"({where(top)}, collateral {_pct(top['collateral'])})")
+    text += "."
     out = {"met": bool(meets), "efficacy": b["efficacy"], "collateral": b["collateral"],
            "setting": {k: b[k] for k in ("layer", "rank", "solver")}, "text": text}
     if meets:
         m = max(meets, key=lambda r: r["efficacy"] - r["collateral"])
         out["meeting"] = {k: m[k] for k in ("layer", "rank", "solver", "efficacy", "collateral")}
         out["text"] = (f"{where(m)} reaches efficacy {_pct(m['efficacy'])} with collateral "
-                       f"{_pct(m['collateral'])}; " + text)
+                       f"{_pct(m['collateral'])}" + ("." if same(m, b) else "; " + text))
     return out
 
 
@@ -368,6 +376,12 @@ def markdown(results: dict) -> str:
                 cells = [_cell(spec, by.get((layer, rank, c))) for c in cols]
                 if any(cells):
                     lines.append(f"| {layer} | {rank} | " + " | ".join(cells) + " |")
+        by_class = (e.get("rule") or {}).get("collateral_by_class")
+        if by_class:
+            lines += ["", "Where the best setting's collateral falls (share of each class's pixels "
+                      "outside the source region whose class changed): " + ", ".join(
+                          f"{k} {_pct(v)}" for k, v in sorted(by_class.items(),
+                                                               key=lambda kv: -kv[1]))]
         st = e.get("stats_seconds", {})
         if st:
             lines += ["", "statistics (collect or cached reload): " + ", ".join(

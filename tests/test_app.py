@@ -204,6 +204,30 @@ def test_copy_sets_the_patch_and_paste_sets_the_offset(app, tiny_session):
     assert app.painter.paste_active and app.painter.paste_offset == [3, -4]
 
 
+def test_paste_again_keeps_the_paste_and_places_another(app, tiny_session):
+    s = tiny_session
+    app.paste_again_button.click()  # nothing placed yet: a clear message, nothing changes
+    assert app.wait()
+    assert app.messages.kind == "error" and "no placed paste" in app.messages.last
+    full_selection(app)  # pasted on sample 0
+    app.paste_again_button.click()
+    assert app.wait()
+    assert s.paste is None and len(s.more_pastes) == 1
+    assert not app.painter.paste_active  # the paste tool is free for the next placement
+    assert "Paste</b> 1 kept" in app.status.value
+    app.select(5)
+    assert app.wait()
+    stroke(app, "paste", offset=(1, 2))
+    assert "Paste</b> seed 5 at (+1, +2) + 1 kept" in app.status.value
+    assert len(s.request().pastes) == 2
+    app.rewrite_button.click()
+    assert app.wait(60)
+    assert len(s.history) == 1 and len(s.last_edit.targets) == 2
+    app.clear("paste")
+    assert app.wait()
+    assert s.paste is None and not s.more_pastes and s.copy is not None
+
+
 def test_clear_tools_and_clear_all(app, tiny_session):
     s = tiny_session
     full_selection(app)

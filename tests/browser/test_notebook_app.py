@@ -137,6 +137,15 @@ def test_copy_and_paste_by_mouse(nb):
     kernel_wait(nb.kc, f"session.paste is not None and session.paste.sample.seed == {target}")
     dx, dy = kernel_eval(nb.kc, "tuple(session.paste.offset)")
     assert abs(dx) <= 2 and -15 <= dy <= -9
+    # "Paste again" keeps that placement; a second drag places the copy once more
+    button(page, "rewidget-paste-again").click()
+    kernel_wait(nb.kc, "session.paste is None and len(session.more_pastes) == 1")
+    kernel_wait(nb.kc, "not app.painter.paste_active")
+    settle(nb)
+    drag(page, page.locator(PAINTER).first, [(0.5, 0.64), (0.55, 0.6), (0.5 + 6 / 64, 0.64)])
+    kernel_wait(nb.kc, "session.paste is not None and len(session.request().pastes) == 2")
+    dx, dy = kernel_eval(nb.kc, "tuple(session.paste.offset)")
+    assert 4 <= dx <= 8 and abs(dy) <= 2
 
 
 def test_rewrite_changes_grid_and_undo_restores_exactly(nb):
