@@ -280,7 +280,8 @@ class SessionView:
             step = ("3. Click a target sample, pick the <b>paste</b> tool (v) and drag the "
                     "copied object into place.")
         elif not len(s.history):
-            step = "4. Ready: press <b>Rewrite</b>. Then compare with Edited / Original."
+            step = ("4. Ready: press <b>Rewrite</b>. Then compare with Edited / Original. "
+                    "(<b>Paste again</b> first teaches the rule on more examples.)")
         else:
             step = ("compare <b>Edited / Original</b> or <b>Side by side</b>; <b>Undo</b> is "
                     "exact. Change the selections and press Rewrite again for another edit.")
