@@ -1,6 +1,6 @@
 """The rewriting engine: torch math only (no widget imports). See README.md in this folder."""
 
-from .directions import CovarianceInverse, context_directions, context_keys, context_match
+from .directions import CovarianceInverse, context_directions, context_keys
 from .edits import Edit, compute_edit
 from .errors import Cancelled, RewriteError
 from .history import EditHistory
@@ -12,5 +12,5 @@ from .statistics import SecondMoment, cached_second_moment, collect_second_momen
 __all__ = ["Cancelled", "CovarianceInverse", "Edit", "EditHistory", "EditRequest", "LinearMemory",
            "Paste", "RewriteError", "Sample", "SecondMoment", "Selection", "cached_second_moment",
            "collect_second_moment", "compute_edit", "context_directions", "context_keys",
-           "context_match", "from_paper_json", "masked_errors", "memory_for", "solve_exact",
+           "from_paper_json", "masked_errors", "memory_for", "solve_exact",
            "solve_iterative"]

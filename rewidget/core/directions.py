@@ -3,7 +3,8 @@
     inv = CovarianceInverse(C)                          # Cholesky once per layer
     K, w = context_keys(mem, [(keys_a, mask_a), ...])   # (n, C_in) keys, (n,) mask weights
     D = context_directions(inv, K, w, rank=1)           # (C_in, r), orthonormal columns
-    s = context_match(mem, keys, D, K, w)               # (N, H, W): 1.0 = as strong as the context
+    D, level = context_rule(mem, inv, entries, rank=1)  # both of the above, and D's "1.0" level
+    s = match_map(mem, keys, D) / level                 # (N, H, W): 1.0 = as strong as the context
 
 A rank-r update W₀ + ΛDᵀ only changes the output for keys with a component along D, and
 choosing D from C⁻¹k* makes the update the one that disturbs other keys least (paper, eq. 6).
@@ -59,12 +60,11 @@ def context_keys(mem: LinearMemory, entries) -> tuple[torch.Tensor, torch.Tensor
     """
     rows, weights = [], []
     for keys, mask in entries:
-        if mem.spatial:
-            h, w = keys.shape[-2:]
-            m = mask_at(mask, (h, w), keys.device).reshape(-1)
-        else:
-            m = torch.ones(mem.key_rows(keys).shape[0], device=keys.device)
         r = mem.key_rows(keys)
+        if mem.spatial:
+            m = mask_at(mask, tuple(keys.shape[-2:]), keys.device).reshape(-1)
+        else:
+            m = torch.ones(r.shape[0], device=keys.device)
         keep = m > MIN_MASK_WEIGHT
         rows.append(r[keep])
         weights.append(m[keep])
@@ -98,24 +98,27 @@ def context_directions(inv: CovarianceInverse, keys: torch.Tensor, weights: torc
     return (d * sign).to(keys.dtype)
 
 
+def _strength(z: torch.Tensor, dim: int) -> torch.Tensor:
+    """The signed projection for rank 1, the norm over the r projections otherwise."""
+    return z.select(dim, 0) if z.shape[dim] == 1 else z.norm(dim=dim)
+
+
 def match_map(mem: LinearMemory, keys: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
     """Strength of the projection onto span(D) at every location: (N, H, W) (linear: (N, ...))."""
-    z = mem.project(keys, directions)
-    if directions.shape[1] == 1:
-        return z[:, 0] if mem.spatial else z[..., 0]
-    return z.norm(dim=1) if mem.spatial else z.norm(dim=-1)
+    return _strength(mem.project(keys, directions), 1 if mem.spatial else -1)
 
 
-def context_level(mem: LinearMemory, directions: torch.Tensor, ctx_keys: torch.Tensor,
+def context_level(directions: torch.Tensor, ctx_keys: torch.Tensor,
                   ctx_weights: torch.Tensor) -> float:
     """Mask-weighted mean projection of the context keys themselves (the level "1.0")."""
-    z = ctx_keys @ directions.to(ctx_keys.dtype)
-    s = z[:, 0] if z.shape[1] == 1 else z.norm(dim=1)
+    s = _strength(ctx_keys @ directions.to(ctx_keys.dtype), 1)
     level = float((s * ctx_weights).sum() / ctx_weights.sum())
     return level if level > 0 else 1.0
 
 
-def context_match(mem: LinearMemory, keys: torch.Tensor, directions: torch.Tensor,
-                  ctx_keys: torch.Tensor, ctx_weights: torch.Tensor) -> torch.Tensor:
-    """match_map normalised so 1.0 means "fires as strongly as the painted context"."""
-    return match_map(mem, keys, directions) / context_level(mem, directions, ctx_keys, ctx_weights)
+def context_rule(mem: LinearMemory, inv: CovarianceInverse, entries, rank: int
+                 ) -> tuple[torch.Tensor, float]:
+    """(D, level) for context entries [(keys, mask), ...]: what a rank-r edit acts on."""
+    k, w = context_keys(mem, entries)
+    d = context_directions(inv, k, w, rank)
+    return d, context_level(d, k, w)

@@ -16,13 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .directions import (
-    CovarianceInverse,
-    context_directions,
-    context_keys,
-    context_level,
-    match_map,
-)
+from .directions import CovarianceInverse, context_rule, match_map
 from .errors import RewriteError
 from .memory import LinearMemory, memory_for
 from .progress import CancelToken, ProgressFn, check_cancel, report
@@ -118,10 +112,9 @@ def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
         keys = gen.keys(request.layer, sample_latents(gen, samples))
     by_sample = {s: keys[i:i + 1] for i, s in enumerate(samples)}
     check_cancel(cancel, "The edit")
-    ctx_k, ctx_w = context_keys(mem, [(by_sample[c.sample], c.mask) for c in request.context])
-    d = context_directions(inv, ctx_k, ctx_w, request.rank)
+    d, level = context_rule(mem, inv, [(by_sample[c.sample], c.mask) for c in request.context],
+                            request.rank)
     targets = build_targets(gen, mem, request, by_sample.__getitem__)
-    level = context_level(mem, d, ctx_k, ctx_w)
     _check_targets_match(mem, d, targets, level)
     report(progress, 1, 3, "solve")
     opts = dict(request.solver_options)
@@ -136,9 +129,6 @@ def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
     if "steps" in opts:
         opts["steps"] = int(opts["steps"])
     if request.solver == "exact":
-        if mem.kind not in ("conv2d", "conv_transpose2d", "linear"):
-            raise RewriteError(f"The exact solver needs a layer linear in its weight; "
-                               f"{request.layer!r} is not.", "use solver='iterative'.")
         factor, rep = solve_exact(mem, d, targets, **opts)
     else:
         factor, rep = solve_iterative(mem, d, targets, progress=progress, cancel=cancel, **opts)

@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from .edits import Edit
@@ -32,14 +31,6 @@ def save_state_dict(module: nn.Module, path: str | Path, metadata: dict | None =
     state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
     save_file(state, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
     return Path(path)
-
-
-def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise RewriteError(f"{path} is not a readable safetensors file ({e}).",
-                           "export it again with session.export_weights().") from e
 
 
 def save_delta(history: EditHistory, path: str | Path, model: str, fingerprint: str) -> Path:

@@ -44,15 +44,10 @@ class EditHistory:
     def edits(self) -> list[Edit]:
         return [e.edit for e in self.entries]
 
-    def original(self, layer: str) -> torch.Tensor:
-        """W₀ of ``layer`` (the live weight if the layer was never edited)."""
-        if layer in self._originals:
-            return self._originals[layer]
-        return self._resolve(layer).weight.detach()
-
     def state_token(self, layers) -> tuple:
         """Changes whenever the weights of any of ``layers`` change (for feature caches)."""
-        return tuple((e.edit.id, e.strength) for e in self.entries if e.edit.layer in set(layers))
+        names = set(layers)
+        return tuple((e.edit.id, e.strength) for e in self.entries if e.edit.layer in names)
 
     # -- mutations ----------------------------------------------------------------------
     def apply(self, edit: Edit, strength: float = 1.0) -> int:

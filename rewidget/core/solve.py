@@ -1,7 +1,7 @@
 """Solve for Λ so the context keys produce the goal values: W₁ = W₀ + ΛDᵀ.
 
     factor, report = solve_exact(mem, D, targets)          # one linear solve
-    factor, report = solve_iterative(mem, D, targets)      # the paper's Adam + projection
+    factor, report = solve_iterative(mem, D, targets)      # the paper's Adam + L1, run on Λ
     dW = mem.delta_weight(D, factor)                       # weight-shaped, rank r along keys
 
 Exact: the layer's output is linear in Λ (memory.py), so minimising the mask-weighted squared
@@ -56,6 +56,20 @@ def masked_errors(mem: LinearMemory, targets: Sequence[Target],
     return {"l1": l1 / total, "l2": l2 / total}
 
 
+def _design_rows(mem: LinearMemory, directions: torch.Tensor, targets: Sequence[Target],
+                 dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per target: design rows A (P, q), residual v* - v0 (P, C_out) and weights (P,), in dtype."""
+    d = directions.to(dtype)
+    out = []
+    with torch.no_grad():
+        for t in targets:
+            goal, w, keep = t.rows(mem)
+            a = mem.value_rows(mem.design(mem.project(t.keys.to(dtype), d)))[keep]
+            resid = goal.to(dtype) - mem.value_rows(mem.values(t.keys))[keep].to(dtype)
+            out.append((a, resid, w.to(dtype)))
+    return out
+
+
 def _check_targets(targets: Sequence[Target]) -> None:
     if not targets:
         raise RewriteError("There is nothing to solve for (no target).",
@@ -72,14 +86,8 @@ def solve_exact(mem: LinearMemory, directions: torch.Tensor, targets: Sequence[T
     t0 = time.perf_counter()
     rank = directions.shape[1]
     gram = rhs = None
-    for t in targets:
-        goal, w, keep = t.rows(mem)
-        with torch.no_grad():
-            z = mem.project(t.keys.to(torch.float64), directions.to(torch.float64))
-            a = mem.value_rows(mem.design(z))[keep]  # (P, q)
-            resid = goal.to(torch.float64) - mem.value_rows(mem.values(t.keys))[keep].to(
-                torch.float64)  # (P, C_out)
-        aw = a * w.to(torch.float64)[:, None]
+    for a, resid, w in _design_rows(mem, directions, targets, torch.float64):
+        aw = a * w[:, None]
         g, b = aw.T @ a, aw.T @ resid  # (q, q), (q, C_out)
         gram, rhs = (g, b) if gram is None else (gram + g, rhs + b)
     q = gram.shape[0]
@@ -119,15 +127,8 @@ def solve_iterative(mem: LinearMemory, directions: torch.Tensor, targets: Sequen
     rank = directions.shape[1]
     scale = float(w0.pow(2).mean().sqrt()) or 1.0
     step_size = lr * scale
-    d = directions.to(w0.dtype)
-    a_rows, r_rows, w_rows = [], [], []
-    with torch.no_grad():
-        for t in targets:
-            goal, w, keep = t.rows(mem)
-            a_rows.append(mem.value_rows(mem.design(mem.project(t.keys, d)))[keep])  # (P, q)
-            r_rows.append(goal - mem.value_rows(mem.values(t.keys))[keep])  # (P, C_out)
-            w_rows.append(w)
-    a, resid, w = torch.cat(a_rows), torch.cat(r_rows), torch.cat(w_rows)
+    rows = _design_rows(mem, directions, targets, w0.dtype)
+    a, resid, w = (torch.cat(x) for x in zip(*rows, strict=True))
     gscale = (w / (w.sum() * resid.shape[1]))[:, None]  # weighted mean over rows and channels
     # Adam ignores a constant gradient scale; O(1) gradients keep v = E[g²] out of the float32
     # denormal range, which made every step ~100× slower on CPU

@@ -132,12 +132,14 @@ def load_cached(path: Path, meta: dict[str, str], dim: int) -> tuple[torch.Tenso
 def cached_second_moment(gen: Generator, layer: str, n: int, fingerprint: str,
                          cache_dir: Path | str | None = None, batch_size: int = 250,
                          progress: ProgressFn | None = None,
-                         cancel: CancelToken | None = None) -> torch.Tensor:
+                         cancel: CancelToken | None = None, refresh: bool = False) -> torch.Tensor:
     """C for ``layer`` from the disk cache, or collected (and cached) when missing or bad."""
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     meta = cache_key(fingerprint, layer, n)
     path = cache_path(cache_dir, meta)
     dim = memory_for(gen.layer(layer), layer).key_dim
+    if refresh:
+        path.unlink(missing_ok=True)
     c, reason = load_cached(path, meta, dim)
     if c is not None:
         report(progress, n, n, f"statistics for {layer} (cached)")

@@ -50,12 +50,10 @@ class GeneratorAdapter:
         self._trunk_index: dict[str, int] = {}
         self.trunk = trunk
         if trunk is not None:
-            prefix = next((n for n, m in self._modules.items() if m is trunk), None)
             for i, child in enumerate(trunk):
                 for n, m in self._modules.items():
                     if m is child:
                         self._trunk_index[n] = i
-            self._trunk_prefix = prefix
         self.image_size = image_size or int(self.forward(self.latents([0])).shape[-1])
         self._fingerprint: str | None = None
 

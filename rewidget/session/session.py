@@ -27,13 +27,7 @@ import numpy as np
 import torch
 
 from ..core import heatmaps
-from ..core.directions import (
-    CovarianceInverse,
-    context_directions,
-    context_keys,
-    context_level,
-    match_map,
-)
+from ..core.directions import CovarianceInverse, context_rule, match_map
 from ..core.edits import Edit, compute_edit, sample_latents
 from ..core.errors import RewriteError
 from ..core.export import load_delta, save_delta, save_state_dict
@@ -42,7 +36,7 @@ from ..core.memory import memory_for
 from ..core.progress import CancelToken, ProgressFn, check_cancel, report
 from ..core.requests import EditRequest, Paste, Sample, Selection, from_paper_json
 from ..core.solve import DEFAULT_OPTIONS, masked_errors
-from ..core.statistics import cache_key, cache_path, cached_second_moment, default_cache_dir
+from ..core.statistics import cached_second_moment
 from ..models import GeneratorAdapter, load
 
 EVENTS = ("selection", "layer", "stats", "edit", "undo", "redo", "reset", "strength", "grid")
@@ -221,11 +215,9 @@ class RewriteSession:
             # the weights as they are now (this session's edits swapped out), not as loaded: a
             # generator shared with another session may carry that session's edits
             fingerprint = self.gen.fingerprint(current=True)
-            if refresh:  # drop exactly the file this collection would otherwise reload
-                cache_path(Path(self.cache_dir or default_cache_dir()),
-                           cache_key(fingerprint, layer, self.stats_samples)).unlink(missing_ok=True)
             c = cached_second_moment(self.gen, layer, self.stats_samples, fingerprint,
-                                     self.cache_dir, progress=progress, cancel=cancel)
+                                     self.cache_dir, progress=progress, cancel=cancel,
+                                     refresh=refresh)
         self._moments[layer] = c
         self._inverses.pop(layer, None)
         self._emit("stats", layer=layer)
@@ -386,9 +378,7 @@ class RewriteSession:
             raise RewriteError("No context is selected.", "paint the context on a sample first.")
         mem = memory_for(self.gen.layer(layer), layer)
         entries = [(self.keys(layer, [c.sample]), c.mask) for c in self.context]
-        k, w = context_keys(mem, entries)
-        d = context_directions(self.inverse(layer), k, w, self.rank if rank is None else rank)
-        return d, context_level(mem, d, k, w)
+        return context_rule(mem, self.inverse(layer), entries, self.rank if rank is None else rank)
 
     def context_match(self, samples: Sequence | None = None, layer: str | None = None
                       ) -> torch.Tensor:
