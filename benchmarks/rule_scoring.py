@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from rewidget.models import scenes as S
+from rewidget.models.scenes import segment_both  # (nearest, strict) class maps in one pass
 
 
 def class_index(name: str | int) -> int:
@@ -81,21 +82,6 @@ def source_region(rgb: np.ndarray, source: str) -> np.ndarray:
     if source == "roof_tip":
         return np.stack([roof_tips(c) for c in cm])
     return cm == class_index(source)
-
-
-def segment_both(rgb: np.ndarray, tol: float = S.DEFAULT_TOL) -> tuple[np.ndarray, np.ndarray]:
-    """(nearest, strict) class maps of images (..., 3) in one pass; strict is -1 beyond ``tol``.
-
-    The same maps as ``scenes.segment(rgb)`` and ``scenes.segment(rgb, tol)``, about twice as fast.
-    """
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).reshape(-1, 3).float()
-    pal = torch.from_numpy(S.PALETTE_ARRAY).float()
-    d = torch.cdist(x, pal)  # (M, K)
-    dmin, nearest = d.min(1)
-    strict = nearest.clone()
-    strict[dmin > tol] = S.UNKNOWN
-    shape = np.shape(rgb)[:-1]
-    return nearest.reshape(shape).numpy(), strict.reshape(shape).numpy()
 
 
 def scene_scores(before: np.ndarray, after: np.ndarray, source: np.ndarray, target: str | int,
@@ -171,7 +157,7 @@ def faces_scores(before: torch.Tensor, after: torch.Tensor, match: torch.Tensor,
 def collateral_by_class(before: np.ndarray, after: np.ndarray, source: np.ndarray
                         ) -> dict[str, float]:
     """Where collateral happens: per class (before), the share of its outside pixels that changed."""
-    cb, ca = segment_both(before)[0], segment_both(after)[0]
+    cb, ca = classes(before), classes(after)
     outside = ~np.asarray(source, bool)
     out = {}
     for i, name in enumerate(S.CLASS_NAMES):

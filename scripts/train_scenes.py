@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rewidget.core.export import save_state_dict  # noqa: E402
 from rewidget.models import scenes as S  # noqa: E402
 
 # small parts weigh more, so the regression cannot trade them away for smoother sky
@@ -163,7 +164,6 @@ def main() -> None:
     if args.finish_only:
         if step != end:
             raise SystemExit(f"checkpoint is at step {step}, not the final step {end}")
-        torch.set_num_threads(args.threads)
         finish(net, ema, args, wall_before, n_params)
         return
     log = open(args.log, "a", buffering=1)
@@ -235,11 +235,9 @@ def finish(net, ema, args, train_wall: float, n_params: int) -> None:
     report = S.evaluate_generator(final, n=500, seed0=EVAL_SEED0)
     print(f"final ({chosen}) eval n=500: {brief(report)} ({time.time() - t_eval:.0f}s)", file=log)
 
-    from safetensors.torch import save_file
-
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in final.state_dict().items()}, str(out))
+    save_state_dict(final, out)
     meta = {
         "model": "scenes",
         "nz": S.SCENES_NZ,

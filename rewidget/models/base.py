@@ -27,6 +27,19 @@ class _StopForward(Exception):
     pass
 
 
+def seeded_normal(seeds: Sequence[int], shape: Sequence[int]) -> torch.Tensor:
+    """(N, *shape) float32 on the CPU: torch.randn with Generator().manual_seed(seed) per seed."""
+    out = [torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(s)))
+           for s in seeds]
+    return torch.stack(out) if out else torch.empty(0, *shape)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Generator output (N, 3, H, W) in [-1, 1] → (N, H, W, 3) uint8 (on the CPU)."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round()
+    return x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
 class GeneratorAdapter:
     def __init__(self, module: nn.Module, latent_shape: Sequence[int], name: str = "custom",
                  layers: Sequence[str] | None = None, trunk: nn.Sequential | None = None,
@@ -50,10 +63,9 @@ class GeneratorAdapter:
         self._trunk_index: dict[str, int] = {}
         self.trunk = trunk
         if trunk is not None:
-            for i, child in enumerate(trunk):
-                for n, m in self._modules.items():
-                    if m is child:
-                        self._trunk_index[n] = i
+            position = {id(child): i for i, child in enumerate(trunk)}
+            self._trunk_index = {n: position[id(m)] for n, m in self._modules.items()
+                                 if id(m) in position}
         self.image_size = image_size or int(self.forward(self.latents([0])).shape[-1])
         self._fingerprint: str | None = None
 
@@ -64,15 +76,11 @@ class GeneratorAdapter:
         return p.device if p is not None else torch.device("cpu")
 
     def latents(self, seeds: Sequence[int], device=None) -> torch.Tensor:
-        out = []
-        for s in seeds:
-            if self._sampler is not None:
-                z = self._sampler(int(s))
-            else:
-                g = torch.Generator().manual_seed(int(s))
-                z = torch.randn(self.latent_shape, generator=g)
-            out.append(z)
-        z = torch.stack(out) if out else torch.empty(0, *self.latent_shape)
+        if self._sampler is None:
+            z = seeded_normal(seeds, self.latent_shape)
+        else:
+            out = [self._sampler(int(s)) for s in seeds]
+            z = torch.stack(out) if out else torch.empty(0, *self.latent_shape)
         return z.to(device if device is not None else self.device)
 
     def layer_names(self) -> list[str]:
@@ -135,8 +143,7 @@ class GeneratorAdapter:
 
     def to_rgb(self, images: torch.Tensor) -> np.ndarray:
         """(N, 3, H, W) in [-1, 1] → (N, H, W, 3) uint8."""
-        x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round()
-        return x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return to_uint8(images)
 
     def render(self, seeds_or_latents) -> np.ndarray:
         """Convenience: RGB images for seeds or latents."""

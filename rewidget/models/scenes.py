@@ -39,6 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .base import seeded_normal, to_uint8
+from .dcgan import DCGANGenerator
+
 SIZE = 64
 SCENES_NZ = 35
 
@@ -219,12 +222,6 @@ def classmap_to_rgb(classmap: np.ndarray) -> np.ndarray:
     return lut[np.asarray(classmap)]
 
 
-def render_scene(params: SceneParams) -> tuple[np.ndarray, np.ndarray]:
-    """(rgb (64, 64, 3) uint8, classmap (64, 64) int64) of one scene."""
-    cm = render_classmap(params)
-    return classmap_to_rgb(cm), cm
-
-
 def render_latents(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Render latents z (N, SCENES_NZ) (or (N, nz, 1, 1)): rgb (N, 64, 64, 3), classmap (N, 64, 64)."""
     z = np.asarray(z, dtype=np.float64).reshape(len(z), -1)
@@ -241,14 +238,10 @@ _PAL_F = PALETTE_ARRAY.astype(np.float32)  # (K, 3)
 
 
 def _palette_distances(rgb: np.ndarray) -> np.ndarray:
-    """Euclidean distances (..., K) from each pixel to each palette colour."""
-    x = np.asarray(rgb, dtype=np.float32)
-    flat = x.reshape(-1, 3)  # (M, 3)
-    sq = flat @ (-2 * _PAL_F.T)  # (M, K)
-    sq += (_PAL_F * _PAL_F).sum(-1)
-    sq += (flat * flat).sum(-1, keepdims=True)
-    np.maximum(sq, 0, out=sq)
-    return np.sqrt(sq, out=sq).reshape(*x.shape[:-1], len(_PAL_F))
+    """Euclidean distances (..., K) from each pixel to each palette colour (float32)."""
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).reshape(-1, 3).float()
+    d = torch.cdist(x, torch.from_numpy(_PAL_F))  # (M, K)
+    return d.reshape(*np.shape(rgb)[:-1], len(_PAL_F)).numpy()
 
 
 def segment(rgb: np.ndarray, tol: float | None = None) -> np.ndarray:
@@ -262,6 +255,15 @@ def segment(rgb: np.ndarray, tol: float | None = None) -> np.ndarray:
     if tol is not None:
         cm[d.min(-1) > tol] = UNKNOWN
     return cm
+
+
+def segment_both(rgb: np.ndarray, tol: float = DEFAULT_TOL) -> tuple[np.ndarray, np.ndarray]:
+    """(``segment(rgb)``, ``segment(rgb, tol)``) from one pass over the palette distances."""
+    d = _palette_distances(rgb)
+    nearest = d.argmin(-1).astype(np.int64)
+    strict = nearest.copy()
+    strict[d.min(-1) > tol] = UNKNOWN
+    return nearest, strict
 
 
 def palette_share(rgb: np.ndarray, tol: float = DEFAULT_TOL) -> float:
@@ -397,7 +399,10 @@ def check_rules(classmap: np.ndarray) -> dict[str, tuple[int, int]]:
     and on segmented generated images (UNKNOWN pixels allowed).
     """
     cm = np.asarray(classmap, dtype=np.int64)
-    objs = _objects(cm)
+    return _rule_counts(cm, _objects(cm))
+
+
+def _rule_counts(cm: np.ndarray, objs: dict) -> dict[str, tuple[int, int]]:
     horizon = horizon_row(cm)
     res = {name: [0, 0] for name in RULES}
 
@@ -450,7 +455,10 @@ def check_rules(classmap: np.ndarray) -> dict[str, tuple[int, int]]:
 
 def object_counts(classmap: np.ndarray) -> dict[str, object]:
     """Number of towers, trees and suns in a class map, and the towers' centre columns."""
-    objs = _objects(np.asarray(classmap, dtype=np.int64))
+    return _count_objects(_objects(np.asarray(classmap, dtype=np.int64)))
+
+
+def _count_objects(objs: dict) -> dict[str, object]:
     return {
         "towers": len(objs["tower"]),
         "trees": len(objs["tree"]),
@@ -471,41 +479,18 @@ def sum_rule_counts(counts: list[dict[str, tuple[int, int]]]) -> dict[str, dict[
 
 # --------------------------------------------------------------------------- generator
 
-WIDTHS = (256, 128, 64, 32)
+WIDTHS = (256, 128, 64, 32)  # DCGANGenerator's ngf * (8, 4, 2, 1) with ngf = 32
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "scenes.safetensors"
 
 
-class ScenesGenerator(nn.Module):
-    """DCGAN-shaped decoder: z (N, nz, 1, 1) -> image (N, 3, 64, 64) in [-1, 1].
-
-    main.0 -> 4x4, main.3 -> 8x8, main.6 -> 16x16, main.9 -> 32x32, main.12 -> 64x64; the keys
-    of main.3 / main.6 / main.9 live at 4x4 / 8x8 / 16x16.
-    """
-
-    def __init__(self, nz: int = SCENES_NZ, widths: tuple[int, ...] = WIDTHS) -> None:
-        super().__init__()
-        self.nz = nz
-        layers: list[nn.Module] = [
-            nn.ConvTranspose2d(nz, widths[0], 4, 1, 0, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(True),
-        ]
-        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
-            layers += [
-                nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False),
-                nn.BatchNorm2d(c_out),
-                nn.ReLU(True),
-            ]
-        layers += [nn.ConvTranspose2d(widths[-1], 3, 4, 2, 1, bias=False), nn.Tanh()]
-        self.main = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.main(z)
-
-
 def build_scenes_network() -> nn.Module:
-    """An untrained scenes generator (train mode)."""
-    return ScenesGenerator()
+    """An untrained scenes generator (train mode): the DCGAN layout with WIDTHS channels.
+
+    z (N, SCENES_NZ, 1, 1) -> image (N, 3, 64, 64) in [-1, 1]; main.0 -> 4x4, main.3 -> 8x8,
+    main.6 -> 16x16, main.9 -> 32x32, main.12 -> 64x64, so the keys of main.3 / main.6 / main.9
+    live at 4x4 / 8x8 / 16x16.
+    """
+    return DCGANGenerator(nz=SCENES_NZ, ngf=WIDTHS[-1])
 
 
 def load_scenes_network(
@@ -515,21 +500,13 @@ def load_scenes_network(
     from safetensors.torch import load_file
 
     net = build_scenes_network()
-    net.load_state_dict(load_file(str(path or WEIGHTS_PATH), device=str(device)))
+    net.load_state_dict(load_file(str(path or WEIGHTS_PATH)))
     return net.to(device).eval()
 
 
 def scenes_latents(seeds, nz: int = SCENES_NZ) -> torch.Tensor:
-    """Latents (N, nz, 1, 1), one per seed: torch.randn with Generator().manual_seed(seed)."""
-    return torch.cat(
-        [torch.randn(1, nz, 1, 1, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
-    )
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Generator output (N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round()
-    return x.to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    """Latents (N, nz, 1, 1), one per seed: the same ones as the zoo's ``scenes`` adapter."""
+    return seeded_normal(seeds, (nz, 1, 1))
 
 
 def _hist(values: list[int], n: int = 4) -> list[float]:
@@ -560,14 +537,14 @@ def evaluate_generator(
         z = scenes_latents(seeds)
         rgb = to_uint8(net(z.to(device=param.device, dtype=param.dtype)))
         _, ren_cm = render_latents(z.numpy())
-        shares.append(palette_share(rgb, tol) * len(rgb))
-        gen_cm = segment(rgb, tol)
+        gen_cm = segment_both(rgb, tol)[1]
+        shares.append((gen_cm != UNKNOWN).mean() * len(rgb))  # = palette_share(rgb, tol)
         acc.append((gen_cm == ren_cm).mean() * len(rgb))
-        for g, r in zip(gen_cm, ren_cm, strict=True):
-            gen_rules.append(check_rules(g))
-            ren_rules.append(check_rules(r))
-            gen_obj.append(object_counts(g))
-            ren_obj.append(object_counts(r))
+        for cms, rules, counts in ((gen_cm, gen_rules, gen_obj), (ren_cm, ren_rules, ren_obj)):
+            for cm in cms:
+                objs = _objects(cm)  # once per map, for both the rules and the counts
+                rules.append(_rule_counts(cm, objs))
+                counts.append(_count_objects(objs))
     net.train(was_training)
 
     def compare(key: str, bins: int) -> dict:

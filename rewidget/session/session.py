@@ -15,7 +15,6 @@ the selections as they were. Mutations hold one lock, so the app may run work in
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -440,14 +439,19 @@ class RewriteSession:
         return EditRequest.from_json(text)
 
     def import_paper_request(self, path_or_obj, latents: torch.Tensor, layer: str | None = None,
-                             **kw: Any) -> EditRequest:
+                             rank: int | None = None, solver: str | None = None) -> EditRequest:
+        """A request saved by the paper's tool: a file path, its JSON text, or the parsed dict."""
         obj = path_or_obj
-        if isinstance(obj, (str, Path)) and Path(obj).exists():
-            obj = json.loads(Path(obj).read_text())
+        if isinstance(obj, Path) or (isinstance(obj, str) and not obj.lstrip().startswith("{")):
+            try:
+                obj = Path(obj).read_text()
+            except OSError as e:
+                raise RewriteError(f"Cannot read {obj} ({e}).",
+                                   "pass the path of the file the paper's tool saved, or its "
+                                   "JSON text.") from e
         return from_paper_json(obj, latents, layer or self.layer, self.gen.name,
-                               self.gen.image_size, rank=kw.get("rank", self.rank),
-                               solver=kw.get("solver", self.solver),
-                               stats_samples=self.stats_samples)
+                               self.gen.image_size, rank=self.rank if rank is None else rank,
+                               solver=solver or self.solver, stats_samples=self.stats_samples)
 
     def replay(self, request: EditRequest | str | Path, **kw: Any) -> Edit:
         if not isinstance(request, EditRequest):
