@@ -115,6 +115,21 @@ class RewriteSession:
         self._emit("selection", what="context")
         return len(self.context) - 1
 
+    def set_context(self, sample, mask) -> None:
+        """Make ``mask`` the context on ``sample``, replacing its entry in place (the order stays);
+        None removes the sample's entries."""
+        sample = Sample.of(sample)
+        new = None if mask is None else Selection(sample, mask)  # validates first
+        with self.lock:
+            hits = [i for i, c in enumerate(self.context) if c.sample == sample]
+            if not hits and new is None:
+                return
+            rest = [c for c in self.context if c.sample != sample]
+            if new is not None:  # where the sample's first entry was (entries before it stay)
+                rest.insert(hits[0] if hits else len(rest), new)
+            self.context = rest
+        self._emit("selection", what="context")
+
     def remove_context(self, index: int) -> None:
         with self.lock:
             if not -len(self.context) <= index < len(self.context):

@@ -30,7 +30,7 @@ from .history import HistoryList
 from .inspect import LayerInspector
 from .messages import MessageArea
 from .painter import Painter
-from .selections import drop_copy, drop_paste, parse_seeds, remove_selection, set_context, set_copy
+from .selections import parse_seeds, remove_selection, set_copy
 from .tasks import TaskRunner
 from .tray import ContextTray
 from .view import SessionView
@@ -476,8 +476,7 @@ class RewriteApp(SessionView, w.VBox):
 
     def wait(self, timeout: float = 120.0) -> bool:
         """Block until queued work and any running task are done (for scripts and tests)."""
-        ok = self.tasks.wait(timeout)
-        return ok and self.tasks.wait(timeout)
+        return self.tasks.wait(timeout)
 
     def close(self) -> None:
         """Stop listening to the session and close the widgets."""
@@ -589,26 +588,22 @@ class RewriteApp(SessionView, w.VBox):
         self._submit(job, name.capitalize())
 
     def _set_context(self, seed: int, mask: np.ndarray | None) -> None:
-        set_context(self.session, seed, mask)
+        self.session.set_context(seed, mask)
 
     def _remove_selection(self, sel: Selection) -> None:
         remove_selection(self.session, sel)
 
     def _set_copy(self, seed: int, mask: np.ndarray | None) -> None:
-        if set_copy(self.session, seed, mask) == "dropped":
-            self._mark("painter", "grid", "status", "inspect")
+        set_copy(self.session, seed, mask)
 
     def _drop_copy(self) -> None:
-        drop_copy(self.session)
-        self._mark("painter", "grid", "status", "inspect")
+        self.session.clear_copy()
 
     def _keep_paste(self) -> None:
         self.session.keep_paste()
-        self._mark("painter", "grid", "status")
 
     def _drop_paste(self) -> None:
-        drop_paste(self.session)
-        self._mark("painter", "grid", "status")
+        self.session.clear_paste()
 
     def _load_statistics(self, layer: str, then_set_layer: bool) -> bool:
         s = self.session
@@ -622,8 +617,7 @@ class RewriteApp(SessionView, w.VBox):
             self.messages.info(f"Statistics for {layer} ready ({secs:.1f} s; cached on disk).")
 
         return self.tasks.run(f"Statistics for {layer} ({s.stats_samples:,} samples; needed to "
-                              "rewrite, cached on disk)", job, done,
-                              always=lambda: self._mark("layers", "grid"))
+                              "rewrite, cached on disk)", job, done)
 
 def _attr(text: str) -> str:
     import html

@@ -50,6 +50,7 @@ class HistoryList(w.VBox):
         self._strength = CallbackDispatcher()
         self._widgets: dict[int, tuple[w.Image, w.HTML, w.FloatSlider]] = {}
         self._thumbs: dict[int, bytes] = {}
+        self._boxes: dict[int, w.HBox] = {}
         self._index: dict[int, int] = {}
         self._quiet = False
         self.set_rows([])
@@ -77,15 +78,15 @@ class HistoryList(w.VBox):
                 label.value = (f"<span style='font-size:12px;{style}'>{html.escape(row.text)} · "
                                f"{time.strftime('%H:%M:%S', time.localtime(row.when))}"
                                f"{'' if row.active else ' (undone)'}</span>")
-                children.append(w.HBox([img, label, slider],
-                                       layout=w.Layout(align_items="center")))
+                children.append(self._boxes[row.id])
         finally:
             self._quiet = False
         self.rows.children = children
         live = {r.id for r in rows}
         for k in [k for k in self._widgets if k not in live]:
-            for widget in self._widgets.pop(k):
+            for widget in (*self._widgets.pop(k), self._boxes.pop(k)):
                 widget.close()
+            self._thumbs.pop(k, None)
 
     def _row_widgets(self, row: HistoryRow) -> tuple[w.Image, w.HTML, w.FloatSlider]:
         if row.id not in self._widgets:
@@ -97,6 +98,7 @@ class HistoryList(w.VBox):
                                    layout=w.Layout(width="260px"))
             slider.observe(lambda ch, eid=row.id: self._on_slider(eid, ch["new"]), names="value")
             self._widgets[row.id] = (img, label, slider)
+            self._boxes[row.id] = w.HBox([img, label, slider], layout=w.Layout(align_items="center"))
         img = self._widgets[row.id][0]
         if row.thumb is not None and row.id not in self._thumbs:
             self._thumbs[row.id] = px.png(px.to_rgba(px.upscale(row.thumb, max(1, 48 // row.thumb.shape[0]))))

@@ -117,6 +117,9 @@ def frame(dst: np.ndarray, x: int, y: int, w: int, h: int, rgb: tuple[int, int, 
         dst[max(0, y0):max(0, min(H, y1)), max(0, x0):max(0, min(W, x1)), :3] = rgb
 
 
+_PROBE = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
+
+
 @lru_cache(maxsize=4)
 def _font(size: int) -> ImageFont.ImageFont:
     try:
@@ -128,26 +131,38 @@ def _font(size: int) -> ImageFont.ImageFont:
 def draw_text(dst: np.ndarray, text: str, xy: tuple[int, int], rgb=(255, 255, 255),
               bg: tuple[int, int, int] | None = (0, 0, 0), size: int = 11) -> None:
     """Burn ``text`` into the RGBA ``dst`` in place, on a small box of ``bg`` (None: no box)."""
-    im = Image.fromarray(dst)
-    d = ImageDraw.Draw(im)
     font = _font(size)
-    x0, y0, x1, y1 = d.textbbox(xy, text, font=font)
+    x0, y0, x1, y1 = _PROBE.textbbox(xy, text, font=font)
+    # only the text's box goes through PIL, not the whole canvas (a grid draws dozens of labels)
+    H, W = dst.shape[:2]
+    bx0, by0, bx1, by1 = max(0, x0 - 3), max(0, y0 - 3), min(W, x1 + 3), min(H, y1 + 3)
+    if bx0 >= bx1 or by0 >= by1:
+        return
+    sub = dst[by0:by1, bx0:bx1]
+    im = Image.fromarray(np.ascontiguousarray(sub))
+    d = ImageDraw.Draw(im)
     if bg is not None:
-        d.rectangle((x0 - 2, y0 - 1, x1 + 2, y1 + 1), fill=(*bg, 255))
-    d.text(xy, text, fill=(*rgb, 255), font=font)
-    dst[...] = np.asarray(im)
+        d.rectangle((x0 - 2 - bx0, y0 - 1 - by0, x1 + 2 - bx0, y1 + 1 - by0), fill=(*bg, 255))
+    d.text((xy[0] - bx0, xy[1] - by0), text, fill=(*rgb, 255), font=font)
+    sub[...] = np.asarray(im)
 
 
 def close_mark(dst: np.ndarray, x: int, y: int, size: int = 11) -> None:
     """A white ✕ on a red square at (x, y), drawn with lines (the built-in font lacks ×)."""
-    im = Image.fromarray(dst)
+    H, W = dst.shape[:2]
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + size), min(H, y + size)
+    if x0 >= x1 or y0 >= y1:
+        return
+    sub = dst[y0:y1, x0:x1]  # only the mark's square goes through PIL
+    im = Image.fromarray(np.ascontiguousarray(sub))
     d = ImageDraw.Draw(im)
+    x, y = x - x0, y - y0
     d.rectangle((x, y, x + size - 1, y + size - 1), fill=(160, 30, 30, 255))
     a, b = 3, size - 4
     for dx in (0, 1):  # two 1-px diagonals side by side: a crisp 2-px stroke
         d.line((x + a + dx, y + a, x + b + dx - 1, y + b), fill=(255, 255, 255, 255))
         d.line((x + a + dx, y + b, x + b + dx - 1, y + a), fill=(255, 255, 255, 255))
-    dst[...] = np.asarray(im)
+    sub[...] = np.asarray(im)
 
 
 def text_width(text: str, size: int = 11) -> int:

@@ -1,48 +1,23 @@
 """What a painter stroke does to the session's selections (called on the app's worker thread).
 
-    set_context(session, seed=3, mask=m)    # one context entry per sample: m replaces seed 3's
-    set_context(session, seed=3, mask=None) # erased to nothing: seed 3 leaves the context
-    set_copy(session, seed=5, mask=m)       # the object to insert
-    drop_copy(session)                      # no copy, hence no paste either
+    set_copy(session, seed=5, mask=m)       # the object to insert; None drops it from seed 5
+    remove_selection(session, sel)          # a tray thumbnail clicked away
     parse_seeds("0-7, 12")                  # [0, ..., 7, 12] for the grid's seed box
 
-The painter holds one mask per tool for the sample it shows, so a stroke hands over that
-sample's whole mask. Each function validates before it changes anything.
+A context stroke is ``session.set_context(seed, mask)`` (one entry per sample). The painter
+holds one mask per tool for the sample it shows, so a stroke hands over that sample's whole
+mask. Each function validates before it changes anything.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 import numpy as np
 
 from ..core.errors import RewriteError
 from ..core.requests import Sample, Selection
 from ..session import RewriteSession
-
-
-def set_context(session: RewriteSession, seed: int, mask: np.ndarray | None) -> None:
-    """Make ``mask`` the context on sample ``seed`` (replacing its entry in place, so the tray
-    keeps its order); None removes the sample's entry."""
-    s, sample = session, Sample(seed)
-    with s.lock:
-        entries = [(c.sample, c.mask) for c in s.context]
-        hits = [i for i, (smp, _) in enumerate(entries) if smp == sample]
-        if mask is None:
-            if not hits:
-                return
-            entries = [e for i, e in enumerate(entries) if i not in hits]
-        else:
-            new = Selection(sample, mask).mask  # validates before anything changes
-            if not hits:
-                s.add_context(sample, new)
-                return
-            entries = [(sample, new) if i == hits[0] else e
-                       for i, e in enumerate(entries) if i == hits[0] or i not in hits]
-        s.clear_context()
-        for smp, m in entries:
-            s.add_context(smp, m)
 
 
 def remove_selection(session: RewriteSession, sel: Selection) -> None:
@@ -54,26 +29,13 @@ def remove_selection(session: RewriteSession, sel: Selection) -> None:
                 return
 
 
-def set_copy(session: RewriteSession, seed: int, mask: np.ndarray | None
-             ) -> Literal["set", "dropped", "unchanged"]:
+def set_copy(session: RewriteSession, seed: int, mask: np.ndarray | None) -> None:
     """Copy ``mask`` of sample ``seed``; None (erased to nothing) drops a copy from this sample."""
     if mask is None:
         if session.copy is not None and session.copy.sample == Sample(seed):
-            drop_copy(session)
-            return "dropped"
-        return "unchanged"
-    session.set_copy(seed, mask)
-    return "set"
-
-
-def drop_copy(session: RewriteSession) -> None:
-    """No copy and no paste."""
-    session.clear_copy()
-
-
-def drop_paste(session: RewriteSession) -> None:
-    """No paste (the copy stays)."""
-    session.clear_paste()
+            session.clear_copy()
+    else:
+        session.set_copy(seed, mask)
 
 
 def parse_seeds(text: str, limit: int = 64) -> list[int]:

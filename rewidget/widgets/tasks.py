@@ -117,6 +117,7 @@ class TaskRunner(w.HBox):
                             f"<span style='color:#888'>({secs:.1f} s)</span>")
 
     def _heavy_loop(self) -> None:
+        first = True  # run() already started the first task (busy at once, for the buttons)
         while True:
             with self._heavy_lock:
                 if not self._tasks:
@@ -126,7 +127,9 @@ class TaskRunner(w.HBox):
                         self.busy, self.title = False, ""
                     return
                 title, fn, done, always = self._tasks.popleft()
-            self._start(title)
+            if not first:
+                self._start(title)
+            first = False
             self._heavy(title, fn, done, always)
 
     def _heavy(self, title: str, fn: HeavyFn, done, always) -> None:

@@ -33,7 +33,6 @@ class SessionView:
         self._images: dict[tuple, np.ndarray] = {}  # (Sample, history token, original) → RGB
         self._grid_key: tuple | None = None
         self._grid_edited: np.ndarray | None = None
-        self._grid_original: tuple[tuple, np.ndarray] | None = None
         self._patch_key: tuple | None = None
         self._thumbs: dict[int, np.ndarray] = {}
 
@@ -72,12 +71,12 @@ class SessionView:
         s = self.session
         return s.history.state_token(s.gen.layer_names())
 
-    def _image(self, sample: Sample, original: bool = False) -> np.ndarray:
-        """(S, S, 3) uint8 of one sample from the current (or original) model, cached."""
-        key = (sample, () if original else self._token(), original)
+    def _image(self, sample: Sample) -> np.ndarray:
+        """(S, S, 3) uint8 of one sample from the current model, cached."""
+        key = (sample, self._token())
         if key not in self._images:
             with self.session.lock:
-                img = self.session.render([sample], original=original)[0]
+                img = self.session.render([sample])[0]
             self._remember(key, img)
         return self._images[key]
 
@@ -105,12 +104,10 @@ class SessionView:
                 self._grid_edited = s.render(samples)
                 self._grid_key = key
                 for smp, img in zip(samples, self._grid_edited, strict=True):
-                    self._remember((smp, token, False), img)
+                    self._remember((smp, token), img)
             original = None
             if self.grid.needs_original:
-                if self._grid_original is None or self._grid_original[0] != tuple(samples):
-                    self._grid_original = (tuple(samples), s.render(samples, original=True))
-                original = self._grid_original[1]
+                original = s.render(samples, original=True)  # the session caches the forward
             match = None
             if self.grid.show_match and s.context and self._stats_ready(s.layer):
                 match = s.context_match(samples).detach().cpu().numpy()
