@@ -15,27 +15,23 @@ process's peak memory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import resource
 import statistics as st
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from rewidget import RewriteSession
 from rewidget.core.metrics import change_inside_outside
+from rewidget.core.requests import EditRequest
 from rewidget.models import load_dcgan_faces
 
-
-def box(y0, y1, x0, x1):
-    m = np.zeros((64, 64), np.uint8)
-    m[y0:y1, x0:x1] = 255
-    return m
-
-
-EYES, GLASSES = box(24, 38, 12, 52), box(24, 38, 14, 54)
+GLASSES_REQUEST = Path(__file__).resolve().parent / "requests" / "faces_glasses.json"
 GRID, HELD_OUT = list(range(16)), list(range(100, 124))
 
 
@@ -53,11 +49,10 @@ def timed(fn, repeats):
 
 
 def select(s):
-    s.clear_selection()
-    for seed in (1, 7, 0):
-        s.add_context(seed, EYES)
-    s.set_copy(4, GLASSES)
-    s.set_paste(1, (0, 0))
+    """The saved "add glasses" selections (context: eye band of seeds 1, 7, 0; copy: seed 4's
+    glasses; paste on seed 1), at the session's layer."""
+    req = EditRequest.from_json(GLASSES_REQUEST.read_text())
+    s.use_request(dataclasses.replace(req, layer=s.layer))
 
 
 def quality(s, edit_fn):

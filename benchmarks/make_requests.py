@@ -22,9 +22,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from rule_scoring import classes, components, dilate, roof_tips  # noqa: E402
+from rule_scoring import components, dilate, roof_tips  # noqa: E402
 
-from rewidget import RewriteSession  # noqa: E402
 from rewidget.core.masks import shift  # noqa: E402
 from rewidget.core.requests import EditRequest, Paste, Sample, Selection  # noqa: E402
 from rewidget.core.solve import DEFAULT_OPTIONS  # noqa: E402
@@ -69,8 +68,7 @@ class ScenesPool:
     def __init__(self, gen) -> None:
         self.seeds = list(POOL)
         self.rgb = gen.render(self.seeds)
-        self.cm = classes(self.rgb)
-        strict = S.segment(self.rgb, S.DEFAULT_TOL)
+        self.cm, strict = S.segment_both(self.rgb, S.DEFAULT_TOL)
         self.clean = [all(h == t for h, t in S.check_rules(c).values()) for c in strict]
 
     def pick(self, want, n: int = N_CONTEXT) -> list[int]:
@@ -174,16 +172,16 @@ SCENES_EDITS = {"roof_to_tree": roof_to_tree, "roof_to_tree_one_paste": roof_to_
 FACES_EDITS = {"faces_glasses": faces_glasses, "faces_close_mouths": faces_close_mouths}
 
 
-def make_all(out: Path = REQUESTS) -> dict[str, Path]:
+def make_all(out: Path = REQUESTS, scenes_gen=None) -> dict[str, Path]:
+    """Write every request; ``scenes_gen``: an already loaded ``scenes`` generator (optional)."""
     out.mkdir(parents=True, exist_ok=True)
+    pool = ScenesPool(scenes_gen or load("scenes"))
+    requests = {name: fn(pool) for name, fn in SCENES_EDITS.items()}
+    requests |= {name: fn() for name, fn in FACES_EDITS.items()}  # masks only: no model needed
     paths = {}
-    scenes = RewriteSession(load("scenes"), stats_samples=STATS_SAMPLES)
-    pool = ScenesPool(scenes.gen)
-    for name, fn in SCENES_EDITS.items():
-        paths[name] = scenes.save_request(out / f"{name}.json", fn(pool))
-    faces = RewriteSession(load("dcgan-faces"), stats_samples=STATS_SAMPLES)
-    for name, fn in FACES_EDITS.items():
-        paths[name] = faces.save_request(out / f"{name}.json", fn())
+    for name, req in requests.items():
+        paths[name] = out / f"{name}.json"
+        paths[name].write_text(req.to_json())
     return paths
 
 

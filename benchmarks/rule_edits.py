@@ -15,8 +15,6 @@ how much closer the paste target moved to the copied content.
 Each edit is one saved request; only its layer, rank, solver (and the statistics' sample count)
 are replaced. "exact" and "iterative" use the engine's default options (ridge 0.1; 2001 Adam
 steps, lr 0.2); "exact, ridge 1e-6" is the nearly unregularised least squares, for comparison.
-Cached key statistics are checked against a fresh 300-sample estimate before use (a C cached
-under the right fingerprint but collected with another session's edit installed is rebuilt).
 The best setting of a scenes edit is the highest
 efficacy − collateral; the flagship target (efficacy ≥ 80% with collateral ≤ 3%) is met if any
 setting reaches both, and the verdict also names the highest efficacy within the collateral bound.
@@ -49,7 +47,6 @@ from rewidget.core.directions import match_map  # noqa: E402
 from rewidget.core.memory import memory_for  # noqa: E402
 from rewidget.core.requests import EditRequest  # noqa: E402
 from rewidget.core.solve import DEFAULT_OPTIONS  # noqa: E402
-from rewidget.core.statistics import collect_second_moment  # noqa: E402
 from rewidget.models import load  # noqa: E402
 
 HELD_OUT0 = 700_000  # scored seeds: far from the request seeds (0-399) and the statistics' (1e6+)
@@ -122,28 +119,6 @@ def match_from_edit(gen, edit, keys: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat([match_map(mem, k, edit.directions) for k in keys]) / edit.context_level
 
 
-def checked_statistics(session: RewriteSession, layer: str, log=print, n: int = 300,
-                       tolerance: float = 0.5) -> torch.Tensor:
-    """The session's (cached) C, recollected if it disagrees with a fresh small estimate.
-
-    A 300-sample estimate usually lies within a few % of the 10k one (~30% at scenes main.0,
-    whose key grid is 1×1; ~80% at faces main.12, whose keys are heavy-tailed), while a cache
-    file collected with some edit installed is off by 100s of percent. When the small estimate
-    disagrees, C is collected again in full and replaces the cached one if they differ.
-    """
-    c = session.statistics(layer)
-    with session.history.original_weights():
-        fresh = collect_second_moment(session.gen, layer, n)
-    off = float((c - fresh).norm() / fresh.norm())
-    if off > tolerance:
-        again = session.statistics(layer, refresh=True)
-        if not torch.allclose(again, c, rtol=1e-6, atol=1e-9 * float(c.abs().max())):
-            log(f"!! the cached statistics for {layer} were wrong ({off:.0%} off a 300-sample "
-                "estimate, and unlike a full recollection); rebuilt")
-        c = again
-    return c
-
-
 # -- one edit at every setting ---------------------------------------------------------------------
 class EditBench:
     def __init__(self, spec: EditSpec, session: RewriteSession, seeds: list[int],
@@ -158,14 +133,14 @@ class EditBench:
         self.before_rgb = gen.to_rgb(self.before)
         if spec.model == "scenes":
             self.source = RS.source_region(self.before_rgb, spec.source)
+            self.before_maps = RS.segment_both(self.before_rgb)  # the same for every setting
         self.rows: list[dict] = []
         self.stats_seconds: dict[str, float] = {}
 
     def run(self) -> list[dict]:
         for layer in self.layers:
             t = time.perf_counter()
-            checked_statistics(self.s, layer, self.log)
-            self.s.inverse(layer)
+            self.s.inverse(layer)  # collects (or reloads) the statistics
             self.stats_seconds[layer] = time.perf_counter() - t
             keys = layer_keys(self.s.gen, layer, self.seeds)
             for rank in self.ranks:
@@ -196,7 +171,7 @@ class EditBench:
     def score(self, after: torch.Tensor, edit, keys) -> dict:
         if self.spec.model == "scenes":
             return RS.scene_scores(self.before_rgb, self.s.gen.to_rgb(after), self.source,
-                                   self.spec.target)
+                                   self.spec.target, before_maps=self.before_maps)
         return RS.faces_scores(self.before, after, match_from_edit(self.s.gen, edit, keys),
                                **self.paste_fidelity(edit))
 
@@ -224,9 +199,9 @@ def best_row(spec: EditSpec, rows: list[dict]) -> dict | None:
     return max(quiet, key=lambda r: r["ratio"]) if quiet else None
 
 
-def rule_effect(spec: EditSpec, session: RewriteSession, seeds: list[int], best: dict,
-                before_rgb: np.ndarray) -> tuple[np.ndarray, dict]:
+def rule_effect(bench: EditBench, best: dict) -> tuple[np.ndarray, dict]:
     """Re-install the best setting; the broken rule's adherence before vs after."""
+    spec, session, seeds, before_rgb = bench.spec, bench.s, bench.seeds, bench.before_rgb
     solver, opts = SOLVERS[best["solver"]]
     req = variant(load_request(spec.name), best["layer"], best["rank"], solver, opts,
                   session.stats_samples)
@@ -240,8 +215,7 @@ def rule_effect(spec: EditSpec, session: RewriteSession, seeds: list[int], best:
     if spec.model == "scenes":
         out = {"before": RS.rule_counts(before_rgb, spec.rule),
                "after": RS.rule_counts(after, spec.rule),
-               "collateral_by_class": RS.collateral_by_class(
-                   before_rgb, after, RS.source_region(before_rgb, spec.source))}
+               "collateral_by_class": RS.collateral_by_class(before_rgb, after, bench.source)}
     return after, out
 
 
@@ -473,7 +447,7 @@ def main(argv=None) -> dict:
         entry = {"title": spec.title, "rows": rows, "best": best, "solvers": list(solvers),
                  "stats_seconds": bench.stats_seconds}
         if best is not None:
-            after, rule = rule_effect(spec, s, seeds, best, bench.before_rgb)
+            after, rule = rule_effect(bench, best)
             entry["rule"] = rule
             show = figure_seeds(spec, bench)
             label = (f"{spec.title} — {best['layer']}, rank {best['rank']}, {best['solver']}")

@@ -85,14 +85,16 @@ def source_region(rgb: np.ndarray, source: str) -> np.ndarray:
 
 
 def scene_scores(before: np.ndarray, after: np.ndarray, source: np.ndarray, target: str | int,
-                 tol: float = S.DEFAULT_TOL, rim: int = 2) -> dict[str, float]:
+                 tol: float = S.DEFAULT_TOL, rim: int = 2,
+                 before_maps: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
     """Efficacy and collateral of an edit on images (N, H, W, 3) uint8; see the module docstring.
 
-    ``source`` (N, H, W) bool is the rule's region in ``before`` (from ``source_region``).
+    ``source`` (N, H, W) bool is the rule's region in ``before`` (from ``source_region``);
+    ``before_maps`` = ``segment_both(before, tol)`` when scoring many edits of the same images.
     """
     t = class_index(target)
     src = np.asarray(source, bool)
-    cb, sb = segment_both(before, tol)
+    cb, sb = before_maps if before_maps is not None else segment_both(before, tol)
     ca, sa = segment_both(after, tol)
     clear = src & (sb != S.UNKNOWN)  # source pixels within tol of their (source) colour
     outside = ~src

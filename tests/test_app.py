@@ -20,13 +20,13 @@ from rewidget.widgets.app import RewriteApp
 from rewidget.widgets.grid import GAP
 from rewidget.widgets.selections import parse_seeds
 
+from .conftest import box as square_box
+
 S = 32  # the tiny generator's image size
 
 
 def box(y0: int, y1: int, x0: int, x1: int, size: int = S) -> np.ndarray:
-    m = np.zeros((size, size), np.uint8)
-    m[y0:y1, x0:x1] = 255
-    return m
+    return square_box(size, y0, y1, x0, x1)
 
 
 def stroke(app: RewriteApp, tool: str, mask: np.ndarray | None = None,
@@ -128,9 +128,8 @@ def test_client_ready_redraws_every_canvas(app, monkeypatch):
         assert np.array_equal(shown, canvas.pixels)  # RGBA, lossless (not JPEG)
 
 
-def test_app_can_be_displayed_twice():
-    s = RewriteSession("tiny", stats_samples=400)
-    a = RewriteApp(s, preload=False)
+def test_app_can_be_displayed_twice(tiny_session):
+    a = RewriteApp(tiny_session, preload=False)
     b1, b2 = a._repr_mimebundle_(), a._repr_mimebundle_()
     key = "application/vnd.jupyter.widget-view+json"
     assert b1[key]["model_id"] == b2[key]["model_id"] == a.model_id
@@ -382,7 +381,7 @@ def test_unexpected_errors_show_a_traceback(app, tiny_session, monkeypatch):
 # -- background work -------------------------------------------------------------------------
 
 
-def test_statistics_run_in_the_background_with_progress_and_cancel(tiny_session):
+def test_statistics_run_in_the_background_with_progress_and_cancel():
     s = RewriteSession("tiny", stats_samples=400_000)  # takes minutes: we cancel it
     app = RewriteApp(s, preload=False)
     assert app.wait()
@@ -570,27 +569,30 @@ def test_close_stops_listening(tiny_session):
 
 
 @pytest.mark.slow
-def test_faces_app_edit_and_exact_undo():
-    s = RewriteSession("dcgan-faces", stats_samples=500)
+def test_faces_app_edit_and_exact_undo(faces_gen):
+    s = RewriteSession(faces_gen, stats_samples=500)
     app = RewriteApp(s)
-    assert app.wait(120)
-    assert app.grid.pixels.shape == (4 * 128 + 5 * GAP,) * 2 + (4,)
-    assert app.painter.scale == 4
-    eyes = box(22, 32, 12, 52, 64)
-    app.paint("context", eyes, seed=1)
-    app.paint("context", eyes, seed=5)
-    app.paint("copy", box(22, 36, 8, 54, 64), seed=4)
-    app.paint("paste", seed=1, offset=(2, -1))
-    assert app.wait()
-    before = app.grid.pixels.copy()
-    t0 = time.perf_counter()
-    app.rewrite_button.click()
-    assert app.wait(60)
-    took = time.perf_counter() - t0
-    assert len(s.history) == 1, app.messages.last
-    assert not np.array_equal(app.grid.pixels, before)
-    assert took < 10  # engine + re-render; the browser benchmark measures the real latency
-    app.undo_button.click()
-    assert app.wait()
-    assert np.array_equal(app.grid.pixels, before)
-    app.close()
+    try:  # the generator is shared with other tests: always back to W₀
+        assert app.wait(120)
+        assert app.grid.pixels.shape == (4 * 128 + 5 * GAP,) * 2 + (4,)
+        assert app.painter.scale == 4
+        eyes = box(22, 32, 12, 52, 64)
+        app.paint("context", eyes, seed=1)
+        app.paint("context", eyes, seed=5)
+        app.paint("copy", box(22, 36, 8, 54, 64), seed=4)
+        app.paint("paste", seed=1, offset=(2, -1))
+        assert app.wait()
+        before = app.grid.pixels.copy()
+        t0 = time.perf_counter()
+        app.rewrite_button.click()
+        assert app.wait(60)
+        took = time.perf_counter() - t0
+        assert len(s.history) == 1, app.messages.last
+        assert not np.array_equal(app.grid.pixels, before)
+        assert took < 10  # engine + re-render; the browser benchmark measures the real latency
+        app.undo_button.click()
+        assert app.wait()
+        assert np.array_equal(app.grid.pixels, before)
+    finally:
+        s.reset()
+        app.close()

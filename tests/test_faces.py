@@ -7,10 +7,9 @@ import torch
 from rewidget import RewriteSession
 from rewidget.core.metrics import change_inside_outside
 
-from .conftest import box
+from .conftest import FACES_EYES as EYES
+from .conftest import FACES_GLASSES as GLASSES
 
-EYES = box(64, 24, 38, 12, 52)  # eye band of these aligned faces
-GLASSES = box(64, 24, 38, 14, 54)  # seed 4 wears dark glasses there
 HELD_OUT = list(range(100, 124))
 
 

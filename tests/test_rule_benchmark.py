@@ -123,10 +123,10 @@ def test_faces_scores_of_no_change_are_zero():
     assert r["inside"] == 0 and r["outside"] == 0 and 0 < r["inside_share"] < 1
 
 
-def test_saved_requests_are_reproducible(tmp_path):
+def test_saved_requests_are_reproducible(tmp_path, scenes_session):
     import make_requests as M
 
-    paths = M.make_all(tmp_path)
+    paths = M.make_all(tmp_path, scenes_session.gen)
     assert set(paths) == set(B.EDITS)
     for name, path in paths.items():
         committed = json.loads((BENCH / "requests" / f"{name}.json").read_text())

@@ -11,7 +11,7 @@ from rewidget.core.statistics import collect_second_moment
 from rewidget.core.targets import erase_target, paste_target
 from rewidget.models import load_tiny
 
-from .conftest import box
+from .conftest import FACES_EYES, FACES_GLASSES, box
 
 SPATIAL = ["main.4", "main.7", "main.9", "main.12"]
 
@@ -21,9 +21,20 @@ def gen():
     return load_tiny()
 
 
+_INVERSES: dict[tuple[int, str], CovarianceInverse] = {}
+
+
+def inverse(gen, layer: str) -> CovarianceInverse:
+    """C⁻¹ of ``layer`` over 200 samples, once per generator and layer (it is never modified)."""
+    key = (id(gen), layer)
+    if key not in _INVERSES:
+        _INVERSES[key] = CovarianceInverse(collect_second_moment(gen, layer, 200))
+    return _INVERSES[key]
+
+
 def setup(gen, layer, rank=1):
     mem = memory_for(gen.layer(layer))
-    inv = CovarianceInverse(collect_second_moment(gen, layer, 200))
+    inv = inverse(gen, layer)
     with torch.no_grad():
         keys = gen.keys(layer, gen.latents([1, 2, 3]))
     m = box(32, 8, 20, 8, 20)
@@ -129,8 +140,8 @@ def test_iterative_solver_improves_the_faces_last_layer(faces_gen):
 
     s = RewriteSession(faces_gen, layer="main.12", stats_samples=300)
     for seed in (1, 7, 0):
-        s.add_context(seed, box(64, 24, 38, 12, 52))
-    s.set_copy(4, box(64, 24, 38, 14, 54))
+        s.add_context(seed, FACES_EYES)
+    s.set_copy(4, FACES_GLASSES)
     s.set_paste(1, (0, 0))
     it = s.compute_edit(s.request(solver="iterative", steps=301))
     ex = s.compute_edit(s.request(solver="exact"))

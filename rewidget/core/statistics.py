@@ -31,7 +31,9 @@ from .progress import CancelToken, ProgressFn, check_cancel, report
 from .protocol import Generator
 from .safefiles import read_safetensors
 
-FORMAT_VERSION = "1"
+#: "2": files are keyed by the weights actually used for collection; a "1" file may have been
+#: collected with another session's edit installed under the original weights' fingerprint
+FORMAT_VERSION = "2"
 STATS_SEED_BASE = 1_000_000  # statistics use seeds far from the ones users look at
 _ROWS_PER_GRAM = 16_384  # float32 Gram over at most this many rows, then summed in float64
 
