@@ -23,6 +23,8 @@ import traitlets as t
 from ipywidgets import CallbackDispatcher
 from ipywidgets.widgets.trait_types import bytes_serialization
 
+from .pixels import to_rgba
+
 TOOLS = ("context", "copy", "paste")
 SHORTCUT_EVENTS = ("undo", "redo")
 
@@ -68,9 +70,7 @@ def _rgba(image: Any, name: str) -> np.ndarray:
             f"{name} must be uint8 (0..255), got {arr.dtype}; "
             "convert floats in [0, 1] with (x * 255).round().astype(np.uint8)"
         )
-    if arr.shape[2] == 3:
-        arr = np.concatenate([arr, np.full(arr.shape[:2] + (1,), 255, np.uint8)], axis=2)
-    return np.ascontiguousarray(arr)
+    return to_rgba(arr)
 
 
 class Painter(anywidget.AnyWidget):
