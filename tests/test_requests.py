@@ -50,6 +50,26 @@ def test_iterative_request_replays_identically(tiny_session, tmp_path):
     assert torch.equal(fresh.gen.layer("main.9").weight, s.gen.layer("main.9").weight)
 
 
+def test_requests_record_the_direction_rule_and_old_files_keep_theirs(tiny_session, tmp_path):
+    s = prepared(tiny_session)
+    req = s.request(rank=2)
+    assert req.direction_rule == "whitened" and json.loads(req.to_json())["direction_rule"] == "whitened"
+    old = EditRequest.from_json(req.to_json())
+    assert old.direction_rule == "whitened"
+    # a file saved before the field existed was solved with the C⁻¹K* rule, and replays with it
+    legacy = json.loads(req.to_json())
+    del legacy["direction_rule"]
+    loaded = EditRequest.from_json(legacy)
+    assert loaded.direction_rule == "cinv"
+    e_old = s.compute_edit(loaded)
+    e_new = s.compute_edit(req)
+    e_cinv = s.compute_edit(s.request(rank=2, direction_rule="cinv"))
+    assert torch.equal(e_old.directions, e_cinv.directions)
+    assert not torch.allclose(e_old.directions, e_new.directions, atol=1e-3)
+    with pytest.raises(Exception, match="direction rule"):
+        EditRequest.from_json({**legacy, "direction_rule": "svd"})
+
+
 def test_paper_tool_request_imports(tiny_session):
     s = tiny_session
     z = s.gen.latents([10, 11, 12])

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from rewidget.core.directions import CovarianceInverse, context_directions, context_keys
+from rewidget.core.errors import RewriteError
+from rewidget.core.directions import RULES, CovarianceInverse, context_directions, context_keys
 from rewidget.core.memory import memory_for
 from rewidget.core.solve import masked_errors, solve_exact, solve_iterative
 from rewidget.core.statistics import collect_second_moment
@@ -44,14 +45,50 @@ def setup(gen, layer, rank=1):
     return mem, inv, keys, d, target, (k, w)
 
 
-def test_directions_are_c_inverse_keys_for_one_key(gen):
-    inv = CovarianceInverse(collect_second_moment(gen, "main.9", 200))
+@pytest.mark.parametrize("rule", RULES)
+def test_directions_are_c_inverse_keys_for_one_key(gen, rule):
+    inv = inverse(gen, "main.9")
     k = gen.keys("main.9", gen.latents([5]))[0, :, 3, 4][None]  # one key
-    d = context_directions(inv, k, torch.ones(1), 1)
+    d = context_directions(inv, k, torch.ones(1), 1, rule)
     ref = inv.solve(k)[0]
     ref = ref / ref.norm()
     torch.testing.assert_close(d[:, 0].double(), ref, atol=1e-5, rtol=1e-4)
     assert float(k[0] @ d[:, 0]) > 0  # oriented so the context matches positively
+
+
+def _span(d: torch.Tensor) -> torch.Tensor:
+    q, _ = torch.linalg.qr(d.double())
+    return q @ q.T  # projector onto span(D)
+
+
+@pytest.mark.parametrize("layer", ["main.7", "main.9"])
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_whitened_rule_matches_a_whitened_svd_by_hand(gen, layer, rank):
+    """D = span(Z·U_r), U_r the top left singular vectors of Z·K*ᵀ, Z = C^-1/2 (paper's rule)."""
+    mem, inv, _, d, _, (k, w) = setup(gen, layer, rank)
+    c = inv.moment.double()
+    dim = c.shape[0]
+    ridge = inv.relative_ridge * float(torch.diagonal(c).mean())
+    evals, evecs = torch.linalg.eigh(c + ridge * torch.eye(dim, dtype=c.dtype))
+    z = evecs @ torch.diag(evals.rsqrt()) @ evecs.T
+    zk = z @ (k.double() * w.double().sqrt()[:, None]).T  # (C_in, n)
+    u = torch.linalg.svd(zk, full_matrices=False)[0][:, :rank]
+    ref = z @ u
+    assert d.shape == (dim, rank)
+    torch.testing.assert_close((d.double().T @ d.double()), torch.eye(rank, dtype=torch.float64),
+                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(_span(d), _span(ref), atol=1e-4, rtol=0)
+    torch.testing.assert_close(d[:, 0].double(), ref[:, 0] / ref[:, 0].norm()
+                               * torch.sign(ref[:, 0] @ d[:, 0].double()), atol=1e-4, rtol=0)
+    # the two rules really differ for several keys (else the choice would not matter)
+    old = context_directions(inv, k, w, rank, "cinv")
+    assert float((_span(old) - _span(d)).norm()) > 1e-2
+
+
+def test_unknown_direction_rule_is_refused(gen):
+    _, inv, _, _, _, (k, w) = setup(gen, "main.9")
+    with pytest.raises(RewriteError, match="direction rule"):
+        context_directions(inv, k, w, 1, "pca")
 
 
 @pytest.mark.parametrize("layer", SPATIAL)

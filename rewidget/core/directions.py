@@ -1,6 +1,6 @@
-"""Context directions D from C⁻¹k*, and where a context fires.
+"""Context directions D from the context keys K* and C, and where a context fires.
 
-    inv = CovarianceInverse(C)                          # Cholesky once per layer
+    inv = CovarianceInverse(C)                          # Cholesky (and C^-1/2) once per layer
     K, w = context_keys(mem, [(keys_a, mask_a), ...])   # (n, C_in) keys, (n,) mask weights
     D = context_directions(inv, K, w, rank=1)           # (C_in, r), orthonormal columns
     D, level = context_rule(mem, inv, entries, rank=1)  # both of the above, and D's "1.0" level
@@ -8,6 +8,18 @@
 
 A rank-r update W₀ + ΛDᵀ only changes the output for keys with a component along D, and
 choosing D from C⁻¹k* makes the update the one that disturbs other keys least (paper, eq. 6).
+With several context keys there are two ways to pick the r directions (``RULES``):
+
+- ``"whitened"`` (the paper's code, the default): whiten the keys with Z = C^-1/2, take the top-r
+  left singular vectors U of Z·K*ᵀ, map them back with Z: D = span(Z·U). Each column is C⁻¹k for
+  a key k = Z⁻¹u in the span of K*, and U ranks directions by how much of the context they carry
+  *relative to how common they are* among all keys (Z makes every key direction unit-variance).
+- ``"cinv"`` (rewidget ≤ 0.1): top-r left singular vectors of C⁻¹K*ᵀ. C⁻¹ squares the
+  whitening, so rare key directions dominate; its top singular values are often close and its D
+  swings with the statistics' sample count (faces, 8×8 keys: cosine -0.42 between D from 1k and
+  10k samples; whitened ≥ 0.98). Kept so requests saved before the switch replay identically.
+
+For one key both give D ∝ C⁻¹k.
 """
 
 from __future__ import annotations
@@ -47,6 +59,19 @@ class CovarianceInverse:
         self.chol = torch.linalg.cholesky(c + ridge * torch.eye(dim, dtype=c.dtype,
                                                                  device=c.device))
 
+        self._whitener: torch.Tensor | None = None
+        self._ridge = ridge
+
+    def whiten(self, rows: torch.Tensor) -> torch.Tensor:
+        """Z kᵢ = C^-1/2 kᵢ (symmetric root, same ridge as solve) for rows (n, C_in), float64."""
+        if self._whitener is None:
+            c = self.moment.to(torch.float64)
+            evals, evecs = torch.linalg.eigh(c)  # C = Q diag(e) Qᵀ
+            inv_root = (evals.clamp_min(0) + self._ridge).rsqrt()
+            self._whitener = (evecs * inv_root) @ evecs.T  # (C_in, C_in), symmetric
+        k = rows.to(device=self._whitener.device, dtype=torch.float64)
+        return k @ self._whitener  # Z symmetric: (Z kᵢ)ᵀ = kᵢᵀ Z
+
     def solve(self, rows: torch.Tensor) -> torch.Tensor:
         """C⁻¹ kᵢ for rows (n, C_in) → (n, C_in), float64."""
         k = rows.to(device=self.chol.device, dtype=torch.float64)
@@ -74,24 +99,44 @@ def context_keys(mem: LinearMemory, entries) -> tuple[torch.Tensor, torch.Tensor
     return torch.cat(rows), torch.cat(weights)
 
 
+RULES = ("whitened", "cinv")
+DEFAULT_RULE = "whitened"
+
+
+def check_rule(rule: str) -> str:
+    if rule not in RULES:
+        raise RewriteError(f"Unknown direction rule {rule!r}.",
+                           f"use one of {RULES} ('whitened' is the paper's rule).")
+    return rule
+
+
 def context_directions(inv: CovarianceInverse, keys: torch.Tensor, weights: torch.Tensor,
-                       rank: int) -> torch.Tensor:
-    """Top-``rank`` left singular vectors of C⁻¹K*ᵀ (mask-weighted): D (C_in, r), orthonormal."""
+                       rank: int, rule: str = DEFAULT_RULE) -> torch.Tensor:
+    """D (C_in, r) with orthonormal columns spanning the ``rule``'s top-r context directions."""
+    check_rule(rule)
     dim = keys.shape[1]
     if not 1 <= rank <= dim:
         raise RewriteError(f"Rank {rank} is outside 1..{dim} (the layer's key dimension).",
                            f"choose a rank between 1 and {dim}; 1-3 is typical.")
     check_finite("the context keys", keys)
-    ck = inv.solve(keys) * weights.to(torch.float64).sqrt()[:, None]  # (n, C_in)
-    if float(ck.abs().max()) == 0:
+    root_w = weights.to(torch.float64).sqrt()[:, None]
+    mapped = inv.whiten(keys) if rule == "whitened" else inv.solve(keys)  # (n, C_in)
+    mapped = mapped * root_w
+    if float(mapped.abs().max()) == 0:
         raise RewriteError("The context keys are all zero at this layer (nothing fires there).",
                            "paint the context on a region with visible content, or pick another layer.")
-    u, s, _ = torch.linalg.svd(ck.T, full_matrices=False)  # u: (C_in, min(n, C_in))
-    if rank > u.shape[1]:
+    u, s, _ = torch.linalg.svd(mapped.T, full_matrices=False)  # u: (C_in, min(n, C_in))
+    if rank > u.shape[1] or float(s[rank - 1]) <= 1e-12 * float(s[0]):
+        have = int((s > 1e-12 * s[0]).sum())
         raise RewriteError(
-            f"Rank {rank} needs at least {rank} distinct context keys; the context has {u.shape[1]}.",
+            f"Rank {rank} needs at least {rank} distinct context keys; the context has {have}.",
             "lower the rank or paint more context (more samples or a larger region).")
     d = u[:, :rank]
+    if rule == "whitened":
+        # back to key space with Z; QR keeps span and order (column 1 ∝ Z u₁)
+        d = inv.whiten(d.T).T
+        q, r = torch.linalg.qr(d)
+        d = q * torch.sign(torch.diagonal(r))[None, :]
     # orient each direction so the context keys project positively (match scores read as > 0)
     sign = torch.sign((keys.to(torch.float64) @ d * weights[:, None].to(torch.float64)).sum(0))
     sign[sign == 0] = 1
@@ -116,9 +161,9 @@ def context_level(directions: torch.Tensor, ctx_keys: torch.Tensor,
     return level if level > 0 else 1.0
 
 
-def context_rule(mem: LinearMemory, inv: CovarianceInverse, entries, rank: int
-                 ) -> tuple[torch.Tensor, float]:
+def context_rule(mem: LinearMemory, inv: CovarianceInverse, entries, rank: int,
+                 rule: str = DEFAULT_RULE) -> tuple[torch.Tensor, float]:
     """(D, level) for context entries [(keys, mask), ...]: what a rank-r edit acts on."""
     k, w = context_keys(mem, entries)
-    d = context_directions(inv, k, w, rank)
+    d = context_directions(inv, k, w, rank, rule)
     return d, context_level(d, k, w)

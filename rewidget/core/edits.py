@@ -113,7 +113,7 @@ def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
     by_sample = {s: keys[i:i + 1] for i, s in enumerate(samples)}
     check_cancel(cancel, "The edit")
     d, level = context_rule(mem, inv, [(by_sample[c.sample], c.mask) for c in request.context],
-                            request.rank)
+                            request.rank, request.direction_rule)
     targets = build_targets(gen, mem, request, by_sample.__getitem__)
     _check_targets_match(mem, d, targets, level)
     report(progress, 1, 3, "solve")

@@ -24,12 +24,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from .directions import DEFAULT_RULE, check_rule
 from .errors import RewriteError
 from .masks import as_mask, bounding_box, mask_at, mask_from_data_url, mask_to_data_url
 
 FORMAT = "rewidget.edit-request/1"
 SOLVERS = ("exact", "iterative")
 KINDS = ("paste", "erase")
+LEGACY_RULE = "cinv"  # the direction rule of requests saved without a "direction_rule" field
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,9 +162,13 @@ class EditRequest:
     #: further (copy, paste) goals solved together with the first: the same rule taught on
     #: several examples (e.g. a crown pasted on roofs in three images) generalises better
     more_pastes: tuple[tuple[Selection, Paste], ...] = ()
+    #: how D is chosen from the context keys (directions.RULES); a file saved before this field
+    #: existed loads as "cinv", the rule it was solved with, so it replays identically
+    direction_rule: str = DEFAULT_RULE
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "context", tuple(self.context))
+        check_rule(self.direction_rule)
         pairs = tuple(tuple(p) if isinstance(p, (tuple, list)) else p for p in self.more_pastes)
         for p in pairs:
             if not (isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], Selection)
@@ -206,7 +212,8 @@ class EditRequest:
     def to_dict(self) -> dict:
         out = {
             "format": FORMAT, "model": self.model, "kind": self.kind, "layer": self.layer,
-            "rank": int(self.rank), "solver": self.solver, "stats_samples": int(self.stats_samples),
+            "rank": int(self.rank), "solver": self.solver, "direction_rule": self.direction_rule,
+            "stats_samples": int(self.stats_samples),
             "solver_options": dict(self.solver_options),
             "context": [s.to_json() for s in self.context],
             "copy": self.copy.to_json() if self.copy else None,
@@ -250,6 +257,7 @@ class EditRequest:
             kind=_typed(obj.get("kind", "paste"), str, "kind"),
             rank=_typed(obj.get("rank", 1), int, "rank"),
             solver=_typed(obj.get("solver", "exact"), str, "solver"),
+            direction_rule=_typed(obj.get("direction_rule", LEGACY_RULE), str, "direction_rule"),
             stats_samples=_typed(obj.get("stats_samples", 10_000), int, "stats_samples"),
             solver_options=_typed(obj.get("solver_options", {}), dict, "solver_options"),
             context=tuple(Selection.from_json(c, "context")
@@ -280,7 +288,7 @@ def _typed(value: Any, typ: type, what: str) -> Any:
 
 def from_paper_json(obj: dict | str, latents: torch.Tensor, layer: str, model: str = "",
                     image_size: int = 64, rank: int = 1, solver: str = "exact",
-                    stats_samples: int = 10_000) -> EditRequest:
+                    stats_samples: int = 10_000, direction_rule: str = DEFAULT_RULE) -> EditRequest:
     """Import a request saved by the paper's rewriting tool.
 
     ``latents[imgnum]`` must be the latent its image numbers refer to. Masks may be any size;
@@ -318,4 +326,4 @@ def from_paper_json(obj: dict | str, latents: torch.Tensor, layer: str, model: s
     px0, py0, px1, py1 = bounding_box(as_mask(paste_mask, "paper-tool paste mask"))
     offset = ((px0 + px1 - ox0 - ox1) / 2, (py0 + py1 - oy0 - oy1) / 2)
     return EditRequest(layer=layer, model=model, kind="paste", rank=rank, solver=solver,
-                       stats_samples=stats_samples, context=context, copy=Selection(src, obj_mask), paste=Paste(dst, offset))
+                       direction_rule=direction_rule, stats_samples=stats_samples, context=context, copy=Selection(src, obj_mask), paste=Paste(dst, offset))

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..core import heatmaps
-from ..core.directions import CovarianceInverse, context_rule, match_map
+from ..core.directions import DEFAULT_RULE, CovarianceInverse, check_rule, context_rule, match_map
 from ..core.edits import Edit, compute_edit, sample_latents
 from ..core.errors import RewriteError
 from ..core.export import load_delta, save_delta, save_state_dict
@@ -48,6 +48,7 @@ def _samples(items: Iterable) -> list[Sample]:
 class RewriteSession:
     def __init__(self, model: str | GeneratorAdapter = "dcgan-faces", *, device=None,
                  layer: str | None = None, rank: int = 1, solver: str = "exact",
+                 direction_rule: str = DEFAULT_RULE,
                  stats_samples: int = 10_000, cache_dir: str | Path | None = None,
                  grid: Sequence[int] = range(16)) -> None:
         self.gen = load(model, device) if isinstance(model, str) else model
@@ -57,6 +58,7 @@ class RewriteSession:
         self.layer = layer or self._default_layer()
         self.gen.layer(self.layer)
         self.rank, self.solver = rank, solver
+        self.direction_rule = check_rule(direction_rule)
         self.stats_samples = int(stats_samples)
         self.cache_dir = cache_dir
         self.context: list[Selection] = []
@@ -245,7 +247,8 @@ class RewriteSession:
 
     # -- edits --------------------------------------------------------------------------------
     def request(self, kind: str = "paste", layer: str | None = None, rank: int | None = None,
-                solver: str | None = None, **solver_options: Any) -> EditRequest:
+                solver: str | None = None, direction_rule: str | None = None,
+                **solver_options: Any) -> EditRequest:
         """An EditRequest from the current selections (raises if one is missing).
 
         Solver options not given are filled from the solver's defaults and stored in the request.
@@ -255,6 +258,7 @@ class RewriteSession:
         req = EditRequest(layer=layer or self.layer, model=self.gen.name, kind=kind,
                           rank=self.rank if rank is None else rank,
                           solver=solver, context=tuple(self.context),
+                          direction_rule=direction_rule or self.direction_rule,
                           copy=self.copy if kind == "paste" else None,
                           paste=self.paste if kind == "paste" else None,
                           more_pastes=tuple(self.more_pastes) if kind == "paste" else (),
@@ -385,14 +389,16 @@ class RewriteSession:
         self._emit("grid", samples=samples)
 
     # -- context match and search ---------------------------------------------------------------
-    def directions(self, layer: str | None = None, rank: int | None = None):
+    def directions(self, layer: str | None = None, rank: int | None = None,
+                   rule: str | None = None):
         """(D, level) of the current context at ``layer``: what a rank-r edit would act on."""
         layer = layer or self.layer
         if not self.context:
             raise RewriteError("No context is selected.", "paint the context on a sample first.")
         mem = memory_for(self.gen.layer(layer), layer)
         entries = [(self.keys(layer, [c.sample]), c.mask) for c in self.context]
-        return context_rule(mem, self.inverse(layer), entries, self.rank if rank is None else rank)
+        return context_rule(mem, self.inverse(layer), entries, self.rank if rank is None else rank,
+                            rule or self.direction_rule)
 
     def context_match(self, samples: Sequence | None = None, layer: str | None = None
                       ) -> torch.Tensor:
@@ -466,7 +472,8 @@ class RewriteSession:
                                    "JSON text.") from e
         return from_paper_json(obj, latents, layer or self.layer, self.gen.name,
                                self.gen.image_size, rank=self.rank if rank is None else rank,
-                               solver=solver or self.solver, stats_samples=self.stats_samples)
+                               solver=solver or self.solver, stats_samples=self.stats_samples,
+                               direction_rule=self.direction_rule)
 
     def replay(self, request: EditRequest | str | Path, **kw: Any) -> Edit:
         if not isinstance(request, EditRequest):
@@ -478,6 +485,7 @@ class RewriteSession:
         with self.lock:
             self.gen.layer(request.layer)
             self.layer, self.rank, self.solver = request.layer, request.rank, request.solver
+            self.direction_rule = request.direction_rule
             self.context = list(request.context)
             self.copy, self.paste = request.copy, request.paste
             self.more_pastes = list(request.more_pastes)
