@@ -144,3 +144,76 @@ def test_trained_generator_follows_the_rules():
     assert rep["towers"]["agree"] >= 0.9
     gen, ren = np.array(rep["towers"]["generator"]), np.array(rep["towers"]["renderer"])
     assert np.abs(gen - ren).sum() <= 0.1
+
+
+# --------------------------------------------------------------------------- counterfactual worlds
+
+
+@pytest.fixture(scope="module")
+def worlds(rendered):
+    z = rendered[0]
+    return {change: S.render_latents(z, change)[1] for change in S.COUNTERFACTUALS}
+
+
+def _roofs_and_crowns(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 64, 64) bool each: every tower's roof triangle, and the crown disc that replaces it."""
+    yc, xc = np.mgrid[0:64, 0:64] + 0.5
+    roofs, crowns = np.zeros((2, len(z), 64, 64), bool)
+    for i, zi in enumerate(z):
+        for t in S.params_from_latent(zi).towers:
+            depth = (yc - (t.top - t.roof_h)) / t.roof_h
+            roofs[i] |= (depth > 0) & (yc < t.top) & (np.abs(xc - t.cx) < depth * (t.width / 2 + 1.5))
+            cx, cy, r = S.crown_for_roof(t)
+            crowns[i] |= (xc - cx) ** 2 + (yc - cy) ** 2 <= r**2
+    return roofs, crowns
+
+
+def test_no_change_is_the_world_and_unknown_changes_are_refused(rendered):
+    z, _, cm = rendered
+    assert np.array_equal(S.render_latents(z[:10], None)[1], cm[:10])
+    with pytest.raises(ValueError, match="counterfactual"):
+        S.render_latents(z[:1], "no_towers")
+
+
+def test_no_windows_and_no_sun_change_exactly_those_pixels(rendered, worlds):
+    _, _, cm = rendered
+    for change, source, becomes in (("no_windows", S.WINDOW, S.TOWER), ("no_sun", S.SUN, S.SKY)):
+        cf = worlds[change]
+        changed = cf != cm
+        assert np.array_equal(changed, cm == source), change
+        assert (cf[changed] == becomes).all() and changed.any()
+
+
+def test_flat_roofs_cut_the_upper_half_of_each_roof(rendered, worlds):
+    _, _, cm = rendered
+    cf = worlds["flat_roofs"]
+    changed = cf != cm
+    assert (cm[changed] == S.ROOF).all() and changed.any()
+    assert np.isin(cf[changed], (S.SKY, S.SUN)).all()  # what lay behind the tip shows
+    n_roofs = 0
+    for c, f in zip(cm, cf, strict=True):
+        for rows, cols in S._components(c == S.ROOF):
+            gone = f[rows, cols] != S.ROOF
+            top, height = rows.min(), rows.max() - rows.min() + 1
+            assert np.array_equal(gone, rows < top + round(0.5 * height))  # whole rows, from the tip
+            n_roofs += 1
+    assert n_roofs > 100
+
+
+def test_roof_to_tree_changes_only_roofs_and_the_crowns_that_replace_them(rendered, worlds):
+    z, _, cm = rendered
+    cf = worlds["roof_to_tree"]
+    roofs, crowns = _roofs_and_crowns(z)
+    changed = cf != cm
+    assert not (changed & ~(roofs | crowns)).any()  # nothing else is redrawn
+    assert not (cf == S.ROOF).any()  # no roof is left
+    assert (cf[crowns] == S.TREE).all()  # every crown is drawn whole, on top
+    assert np.isin(cf[roofs & ~crowns], (S.SKY, S.SUN)).all()  # the roof's corners show the sky
+    assert (changed & crowns & ~roofs).any() and (changed & roofs & ~crowns).any()  # a shape change
+    # each crown rests on its tower: the row under its lowest pixel is tower wall
+    for zi, f in zip(z[:40], cf[:40], strict=True):
+        for t in S.params_from_latent(zi).towers:
+            assert f[t.top, round(t.cx)] == S.TOWER and f[t.top - 1, round(t.cx)] == S.TREE
+    counts = [S.object_counts(f) for f in cf]
+    want = [len(p.towers) + len(p.trees) for p in map(S.params_from_latent, z)]
+    assert [c["trees"] for c in counts] == want  # one crown per tower, apart from the trees

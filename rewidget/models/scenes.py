@@ -3,6 +3,8 @@
     z = np.random.default_rng(0).standard_normal((8, SCENES_NZ))
     rgb, classmap = render_latents(z)                  # (8, 64, 64, 3) uint8, (8, 64, 64) int
     counts = check_rules(classmap[0])                  # {"roof_on_tower": (held, total), ...}
+    _, treetops = render_latents(z, change="roof_to_tree")   # the same scenes, one rule changed
+    changed = treetops != classmap                     # (8, 64, 64) bool: where that rule acts
 
     net = load_scenes_network()                        # eval mode, trained weights
     img = net(torch.from_numpy(z).float()[..., None, None])  # (8, 3, 64, 64) in [-1, 1]
@@ -19,6 +21,10 @@ the normal CDF to a uniform, then to an existence flag, a position or a size (se
 That makes the generator trainable by plain regression on z -> render(params(z)) with endless
 fresh data. Every detail is large enough to survive a generator whose finest hidden layer is
 16x16 (roofs >= 9 rows, windows 4x4, trunks 4 px wide, sun radius >= 5).
+
+Counterfactual worlds (COUNTERFACTUALS): the same latent rendered with one rule changed, the
+ground truth of the rule-edit benchmark. A change touches only the pixels of the rule it names;
+everything else in the scene is drawn exactly as before.
 
 Rules are checked on class maps, so they apply equally to rendered images and to generated ones
 segmented by nearest palette colour. Pixels farther than `tol` from every palette colour segment
@@ -194,25 +200,88 @@ def sample_params(source: np.random.Generator | np.ndarray | int | None = None) 
 _YC, _XC = np.mgrid[0:SIZE, 0:SIZE] + 0.5  # pixel centres, (64, 64) each
 
 
-def render_classmap(params: SceneParams) -> np.ndarray:
-    """Class map (64, 64) int64 of a scene; painter's order: sky/grass, sun, towers, trees."""
-    cm = np.full((SIZE, SIZE), SKY, dtype=np.int64)
-    cm[params.horizon :] = GRASS
-    if params.sun is not None:
-        s = params.sun
-        cm[(_XC - s.cx) ** 2 + (_YC - s.cy) ** 2 <= s.r**2] = SUN
-    for t in params.towers:
-        cm[t.top : t.base][np.abs(_XC[t.top : t.base] - t.cx) < t.width / 2] = TOWER
+#: One counterfactual world per named benchmark edit: name -> the rule it changes.
+COUNTERFACTUALS: dict[str, str] = {
+    "roof_to_tree": "towers wear a round tree crown (radius roof_h/2 + 0.5, resting on the tower "
+                    "top) instead of their pointed roof",
+    "no_windows": "towers have no windows: window pixels are tower wall",
+    "no_sun": "the sun is not drawn: its pixels are sky",
+    "flat_roofs": "roofs lose their points: the upper FLAT_SHARE of each roof's rows is not drawn "
+                  "(what lies behind shows: sky, or the sun)",
+}
+
+#: flat_roofs cuts the same rows as the benchmark's roof_flat request paints (its `roof_tips`).
+FLAT_SHARE = 0.5
+
+
+def _check_change(change: str | None) -> None:
+    if change is not None and change not in COUNTERFACTUALS:
+        raise ValueError(f"unknown counterfactual {change!r}; use one of {sorted(COUNTERFACTUALS)}")
+
+
+def _roof_mask(t: Tower) -> np.ndarray:
+    """(64, 64) bool: a tower's pointed roof, a triangle on rows [top - roof_h, top)."""
+    half_base = t.width / 2 + 1.5
+    depth = (_YC - (t.top - t.roof_h)) / t.roof_h  # 0 at the tip, 1 at the roof's base
+    return (depth > 0) & (_YC < t.top) & (np.abs(_XC - t.cx) < depth * half_base)
+
+
+def _flat_roof(roof: np.ndarray) -> np.ndarray:
+    """The roof without its upper FLAT_SHARE of rows (at least one row goes)."""
+    rows = np.nonzero(roof.any(1))[0]  # contiguous: a triangle
+    cut = rows[0] + max(1, int(round(FLAT_SHARE * len(rows))))
+    out = roof.copy()
+    out[:cut] = False
+    return out
+
+
+def crown_for_roof(t: Tower) -> tuple[float, float, float]:
+    """(cx, cy, r) of the crown that replaces a tower's roof in the roof_to_tree world.
+
+    Radius roof_h / 2 + 0.5 (5-6.5 px, inside the world's crown range 5-7), centred on the tower's
+    axis so that it rests on the tower top (its lowest pixel row is top - 1) and rises one row
+    above where the roof's tip was; it stays inside the roof's overhang, hence inside its lane.
+    """
+    r = t.roof_h / 2 + 0.5
+    return t.cx, t.top - r, r
+
+
+def _disc(cx: float, cy: float, r: float) -> np.ndarray:
+    return (_XC - cx) ** 2 + (_YC - cy) ** 2 <= r**2
+
+
+def _draw_tower(cm: np.ndarray, t: Tower, change: str | None) -> None:
+    """Paint one tower (body, windows, roof) into cm (64, 64) in place."""
+    cm[t.top : t.base][np.abs(_XC[t.top : t.base] - t.cx) < t.width / 2] = TOWER
+    if change != "no_windows":
         for row, col in t.windows:
             cm[row : row + 4, col : col + 4] = WINDOW
-        half_base = t.width / 2 + 1.5
-        depth = (_YC - (t.top - t.roof_h)) / t.roof_h  # 0 at the tip, 1 at the roof's base
-        roof = (depth > 0) & (_YC < t.top) & (np.abs(_XC - t.cx) < depth * half_base)
+    roof = _roof_mask(t)
+    if change == "roof_to_tree":
+        cm[_disc(*crown_for_roof(t))] = TREE
+    elif change == "flat_roofs":
+        cm[_flat_roof(roof)] = ROOF
+    else:
         cm[roof] = ROOF
+
+
+def render_classmap(params: SceneParams, change: str | None = None) -> np.ndarray:
+    """Class map (64, 64) int64 of a scene; painter's order: sky/grass, sun, towers, trees.
+
+    ``change``: one of COUNTERFACTUALS to render that counterfactual world (None: the world).
+    """
+    _check_change(change)
+    cm = np.full((SIZE, SIZE), SKY, dtype=np.int64)
+    cm[params.horizon :] = GRASS
+    if params.sun is not None and change != "no_sun":
+        s = params.sun
+        cm[_disc(s.cx, s.cy, s.r)] = SUN
+    for t in params.towers:
+        _draw_tower(cm, t, change)
     for tr in params.trees:
         trunk = (np.abs(_XC - tr.cx) < 2.0) & (_YC > tr.cy) & (_YC < tr.trunk_bottom + 1)
         cm[trunk] = TRUNK
-        cm[(_XC - tr.cx) ** 2 + (_YC - tr.cy) ** 2 <= tr.r**2] = TREE
+        cm[_disc(tr.cx, tr.cy, tr.r)] = TREE
     return cm
 
 
@@ -222,12 +291,16 @@ def classmap_to_rgb(classmap: np.ndarray) -> np.ndarray:
     return lut[np.asarray(classmap)]
 
 
-def render_latents(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Render latents z (N, SCENES_NZ) (or (N, nz, 1, 1)): rgb (N, 64, 64, 3), classmap (N, 64, 64)."""
+def render_latents(z: np.ndarray, change: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Render latents z (N, SCENES_NZ) (or (N, nz, 1, 1)): rgb (N, 64, 64, 3), classmap (N, 64, 64).
+
+    ``change``: one of COUNTERFACTUALS to render those latents in that counterfactual world.
+    """
+    _check_change(change)
     z = np.asarray(z, dtype=np.float64).reshape(len(z), -1)
     cms = np.zeros((len(z), SIZE, SIZE), np.int64)
     for i, zi in enumerate(z):
-        cms[i] = render_classmap(params_from_latent(zi))
+        cms[i] = render_classmap(params_from_latent(zi), change)
     return classmap_to_rgb(cms), cms
 
 
