@@ -19,6 +19,19 @@ Definitions (the benchmark's table uses exactly these):
 
 An unchanged image scores 0 efficacy (unless a source pixel already shows the target, which the
 source definitions here never allow) and 0 collateral.
+
+Shape-aware scores (``shape_scores``) judge against a *counterfactual render* instead: the same
+latents drawn by the renderer in a world where the rule is changed (scenes.COUNTERFACTUALS), so a
+roof repainted green but still pointed does not count as a crown:
+
+    world = counterfactual_world(z, "roof_to_tree")  # orig, cf class maps (N, 64, 64); R = cf != orig
+    r = shape_scores(before_maps, segment_both(after), world, target="tree")
+    r["shape_efficacy"]    # inside R: share of pixels whose class (within tol) is the counterfactual's
+    r["target_iou"]        # IoU of the target class, edited image vs counterfactual, inside R + 2 px
+    r["shape_collateral"]  # outside R: share of pixels whose nearest class changed (1 - preservation)
+    r["shape_trunk"]       # outside R: share of trunk pixels whose class changed
+    world_ceiling(before_maps, world, "tree")    # the same scores of the *unedited* generator
+                                                 # against the original render: what it can reach
 """
 
 from __future__ import annotations
@@ -86,16 +99,18 @@ def source_region(rgb: np.ndarray, source: str) -> np.ndarray:
 
 def scene_scores(before: np.ndarray, after: np.ndarray, source: np.ndarray, target: str | int,
                  tol: float = S.DEFAULT_TOL, rim: int = 2,
-                 before_maps: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+                 before_maps: tuple[np.ndarray, np.ndarray] | None = None,
+                 after_maps: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
     """Efficacy and collateral of an edit on images (N, H, W, 3) uint8; see the module docstring.
 
     ``source`` (N, H, W) bool is the rule's region in ``before`` (from ``source_region``);
-    ``before_maps`` = ``segment_both(before, tol)`` when scoring many edits of the same images.
+    ``before_maps`` = ``segment_both(before, tol)`` when scoring many edits of the same images
+    (``after_maps`` likewise, when the after images are scored twice).
     """
     t = class_index(target)
     src = np.asarray(source, bool)
     cb, sb = before_maps if before_maps is not None else segment_both(before, tol)
-    ca, sa = segment_both(after, tol)
+    ca, sa = after_maps if after_maps is not None else segment_both(after, tol)
     clear = src & (sb != S.UNKNOWN)  # source pixels within tol of their (source) colour
     outside = ~src
     outside_rim = ~dilate(src, rim)
@@ -159,11 +174,75 @@ def faces_scores(before: torch.Tensor, after: torch.Tensor, match: torch.Tensor,
 def collateral_by_class(before: np.ndarray, after: np.ndarray, source: np.ndarray
                         ) -> dict[str, float]:
     """Where collateral happens: per class (before), the share of its outside pixels that changed."""
-    cb, ca = classes(before), classes(after)
-    outside = ~np.asarray(source, bool)
+    return class_changes(classes(before), classes(after), ~np.asarray(source, bool))
+
+
+def class_changes(cb: np.ndarray, ca: np.ndarray, where: np.ndarray) -> dict[str, float]:
+    """Per class of ``cb`` (N, H, W), the share of its pixels in ``where`` whose class in ``ca``
+    differs; classes with no pixel there are left out."""
     out = {}
     for i, name in enumerate(S.CLASS_NAMES):
-        sel = outside & (cb == i)
+        sel = where & (cb == i)
         if sel.any():
             out[name] = float((ca[sel] != i).mean())
     return out
+
+
+# -- shape-aware scores against a counterfactual render ------------------------------------------
+def counterfactual_world(z: np.ndarray, change: str) -> dict[str, np.ndarray]:
+    """The renderer's class maps of latents z (N, nz[, 1, 1]) in the world and in the world with
+    ``change`` (scenes.COUNTERFACTUALS): {"orig", "cf"} (N, 64, 64) int64 and "region" (N, 64, 64)
+    bool, the pixels the changed rule redraws."""
+    _, orig = S.render_latents(z)
+    _, cf = S.render_latents(z, change)
+    return {"orig": orig, "cf": cf, "region": cf != orig}
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else float("nan")
+
+
+def _agreement(cm: np.ndarray, truth: np.ndarray, where: np.ndarray) -> float:
+    return float((cm[where] == truth[where]).mean()) if where.any() else float("nan")
+
+
+def shape_scores(before_maps: tuple[np.ndarray, np.ndarray],
+                 after_maps: tuple[np.ndarray, np.ndarray], world: dict, target: str | int,
+                 rim: int = 2, grow: int = 2) -> dict[str, float]:
+    """Shape-aware scores of an edited generator against the counterfactual render.
+
+    ``before_maps`` / ``after_maps``: ``segment_both`` (nearest, strict) of the unedited and the
+    edited generated images (N, H, W); ``world``: ``counterfactual_world`` of the same latents.
+    Efficacy uses the strict classes (a muddy colour is no class), collateral the nearest ones
+    (a drifting edge pixel is no change), as ``scene_scores`` does.
+    """
+    cb, _ = before_maps
+    ca, sa = after_maps
+    cf, region = world["cf"], world["region"]
+    t = class_index(target)
+    near = dilate(region, grow)  # R and its blurred edge
+    outside, outside_rim = ~region, ~dilate(region, rim)
+    by_class = class_changes(cb, ca, outside)
+    return {
+        "shape_efficacy": _agreement(sa, cf, region),
+        "shape_efficacy_nearest": _agreement(ca, cf, region),
+        "target_iou": _iou((sa == t) & near, (cf == t) & near),
+        "shape_collateral": float((ca[outside] != cb[outside]).mean()),
+        "shape_collateral_rim": float((ca[outside_rim] != cb[outside_rim]).mean()),
+        "shape_trunk": by_class.get("trunk", float("nan")),
+        "shape_by_class": by_class,
+        "region_pixels": int(region.sum()),
+    }
+
+
+def world_ceiling(before_maps: tuple[np.ndarray, np.ndarray], world: dict, target: str | int
+                  ) -> dict[str, float]:
+    """What the unedited generator reaches against the *original* render: per-pixel agreement
+    (strict classes) inside the region R the rule changes, and the target class's IoU over whole
+    images. An edit that draws the counterfactual as well as the generator draws the world would
+    score these."""
+    _, sb = before_maps
+    t = class_index(target)
+    return {"ceiling_efficacy": _agreement(sb, world["orig"], world["region"]),
+            "ceiling_iou": _iou(sb == t, world["orig"] == t)}

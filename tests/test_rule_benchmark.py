@@ -131,3 +131,63 @@ def test_saved_requests_are_reproducible(tmp_path, scenes_session):
     for name, path in paths.items():
         committed = json.loads((BENCH / "requests" / f"{name}.json").read_text())
         assert json.loads(path.read_text()) == committed, name
+
+
+# -- shape-aware scores against the counterfactual render -----------------------------------------
+Z = S.scenes_latents(range(700_000, 700_040)).numpy()  # (40, nz, 1, 1): the held-out latents
+
+
+@pytest.fixture(scope="module")
+def tree_world():
+    return RS.counterfactual_world(Z, "roof_to_tree")
+
+
+def _maps(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return RS.segment_both(S.classmap_to_rgb(cm))
+
+
+def test_drawing_the_counterfactual_scores_full_efficacy_and_no_collateral(tree_world):
+    before = _maps(tree_world["orig"])
+    r = RS.shape_scores(before, _maps(tree_world["cf"]), tree_world, "tree")
+    assert r["region_pixels"] > 500
+    assert r["shape_efficacy"] == 1.0 and r["target_iou"] == 1.0
+    assert r["shape_collateral"] == 0 and r["shape_trunk"] == 0
+    c = RS.world_ceiling(before, tree_world, "tree")
+    assert c["ceiling_efficacy"] == 1.0 and c["ceiling_iou"] == 1.0
+
+
+def test_an_unchanged_image_scores_no_efficacy(tree_world):
+    before = _maps(tree_world["orig"])
+    r = RS.shape_scores(before, before, tree_world, "tree")
+    assert r["shape_efficacy"] == 0 and r["target_iou"] == 0 and r["shape_collateral"] == 0
+
+
+def test_a_green_roof_is_not_a_crown(tree_world):
+    """Colour counting calls a roof repainted green a success; the shape-aware score does not."""
+    orig, cf, region = tree_world["orig"], tree_world["cf"], tree_world["region"]
+    green = np.where(orig == S.ROOF, S.TREE, orig)
+    r = RS.shape_scores(_maps(orig), _maps(green), tree_world, "tree")
+    naive = (green[region] == cf[region]).mean()  # straight from the definition
+    assert r["shape_efficacy"] == pytest.approx(naive) and 0.2 < naive < 0.8
+    old = RS.scene_scores(S.classmap_to_rgb(orig), S.classmap_to_rgb(green), orig == S.ROOF, "tree")
+    assert old["efficacy"] == 1.0
+
+
+def test_collateral_counts_changes_outside_the_region_by_class(tree_world):
+    orig = tree_world["orig"]
+    trunk = orig == S.TRUNK
+    half = trunk & (np.arange(64)[None, None, :] < 32)  # trunks in the left half turn to grass
+    after = np.where(tree_world["region"], tree_world["cf"], np.where(half, S.GRASS, orig))
+    r = RS.shape_scores(_maps(orig), _maps(after), tree_world, "tree")
+    outside = ~tree_world["region"]
+    assert r["shape_efficacy"] == 1.0
+    assert r["shape_trunk"] == pytest.approx(half.sum() / trunk.sum()) and 0 < r["shape_trunk"] < 1
+    assert r["shape_collateral"] == pytest.approx(half.sum() / outside.sum())
+    assert r["shape_by_class"]["grass"] == 0
+
+
+def test_flat_roofs_world_redraws_what_the_roof_flat_request_paints():
+    """The counterfactual of roof_flat cuts the same rows as the request's context (roof_tips)."""
+    w = RS.counterfactual_world(Z, "flat_roofs")
+    tips = np.stack([RS.roof_tips(c) for c in w["orig"]])
+    assert tips.any() and np.array_equal(w["region"], tips)
