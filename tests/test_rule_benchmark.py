@@ -191,3 +191,34 @@ def test_flat_roofs_world_redraws_what_the_roof_flat_request_paints():
     w = RS.counterfactual_world(Z, "flat_roofs")
     tips = np.stack([RS.roof_tips(c) for c in w["orig"]])
     assert tips.any() and np.array_equal(w["region"], tips)
+
+
+def _row(layer, shape_eff, shape_coll, trunk, eff, coll, rule="whitened"):
+    return {"edit": "roof_to_tree", "layer": layer, "rank": 1, "direction": rule, "solver": "exact",
+            "shape_efficacy": shape_eff, "shape_collateral": shape_coll, "shape_trunk": trunk,
+            "target_iou": 0.5, "efficacy": eff, "collateral": coll}
+
+
+def test_scenes_best_setting_and_verdict_use_the_shape_aware_scores():
+    green_triangles = _row("main.12", 0.30, 0.02, 0.90, eff=0.95, coll=0.02)
+    crowns = _row("main.9", 0.70, 0.02, 0.05, eff=0.60, coll=0.02, rule="cinv")
+    rows = [green_triangles, crowns]
+    spec = B.EDITS["roof_to_tree"]
+    assert B.best_row(spec, rows) is crowns
+    assert B.best_by_layer(spec, rows) == {"main.12": {"whitened": green_triangles},
+                                           "main.9": {"cinv": crowns}}
+    v = B.verdict({"rows": rows, "best": crowns, "key_size": {"main.9": 16, "main.12": 32}})
+    assert not v["met"]  # 70% < 80%
+    assert v["semantic"]["met"] and v["semantic"]["layer"] == "main.9"
+    met = _row("main.12", 0.85, 0.02, 0.08, eff=0.9, coll=0.02)
+    assert B.verdict({"rows": [*rows, met], "best": met, "key_size": {}})["met"]
+    trunks_broken = _row("main.12", 0.85, 0.02, 0.50, eff=0.9, coll=0.02)
+    assert not B.verdict({"rows": [trunks_broken], "best": trunks_broken, "key_size": {}})["met"]
+
+
+def test_variant_sets_the_direction_rule_or_keeps_the_requests_own():
+    req = B.load_request("roof_to_tree")
+    for rule in B.DIRECTION_RULES:
+        v = B.variant(req, "main.6", 3, "exact", {"ridge": 0.1}, STATS, rule)
+        assert v.direction_rule == rule and (v.layer, v.rank) == ("main.6", 3)
+    assert B.variant(req, "main.6", 3, "exact", {}, STATS).direction_rule == req.direction_rule
