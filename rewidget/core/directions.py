@@ -31,6 +31,7 @@ import torch
 from .errors import RewriteError, check_finite
 from .masks import MIN_MASK_WEIGHT, mask_at
 from .memory import LinearMemory
+from .serial import serial
 
 
 @dataclass
@@ -47,7 +48,8 @@ class CovarianceInverse:
                      "rebuild the statistics (session.statistics(refresh=True)).")
         dim = c.shape[0]
         scale = float(torch.diagonal(c).mean()) or 1.0
-        evals = torch.linalg.eigvalsh(c)
+        with serial():
+            evals = torch.linalg.eigvalsh(c)
         dead = int((torch.diagonal(c) <= 1e-12 * scale).sum())
         ridge = self.relative_ridge * scale
         if float(evals[0]) < 1e-9 * float(evals[-1]):
@@ -56,8 +58,9 @@ class CovarianceInverse:
                 f"{float(evals[0]):.2e}/{float(evals[-1]):.2e}, {dead} of {dim} channels never "
                 f"fire); regularised with ridge {ridge:.2e} (= {self.relative_ridge:g} x mean "
                 "diagonal).")
-        self.chol = torch.linalg.cholesky(c + ridge * torch.eye(dim, dtype=c.dtype,
-                                                                 device=c.device))
+        with serial():
+            self.chol = torch.linalg.cholesky(c + ridge * torch.eye(dim, dtype=c.dtype,
+                                                                     device=c.device))
 
         self._whitener: torch.Tensor | None = None
         self._ridge = ridge
@@ -66,7 +69,8 @@ class CovarianceInverse:
         """Z kᵢ = C^-1/2 kᵢ (symmetric root, same ridge as solve) for rows (n, C_in), float64."""
         if self._whitener is None:
             c = self.moment.to(torch.float64)
-            evals, evecs = torch.linalg.eigh(c)  # C = Q diag(e) Qᵀ
+            with serial():
+                evals, evecs = torch.linalg.eigh(c)  # C = Q diag(e) Qᵀ
             inv_root = (evals.clamp_min(0) + self._ridge).rsqrt()
             self._whitener = (evecs * inv_root) @ evecs.T  # (C_in, C_in), symmetric
         k = rows.to(device=self._whitener.device, dtype=torch.float64)
@@ -75,7 +79,8 @@ class CovarianceInverse:
     def solve(self, rows: torch.Tensor) -> torch.Tensor:
         """C⁻¹ kᵢ for rows (n, C_in) → (n, C_in), float64."""
         k = rows.to(device=self.chol.device, dtype=torch.float64)
-        return torch.cholesky_solve(k.T, self.chol).T
+        with serial():
+            return torch.cholesky_solve(k.T, self.chol).T
 
 
 def context_keys(mem: LinearMemory, entries) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,14 +115,13 @@ def check_rule(rule: str) -> str:
     return rule
 
 
-def context_directions(inv: CovarianceInverse, keys: torch.Tensor, weights: torch.Tensor,
-                       rank: int, rule: str = DEFAULT_RULE) -> torch.Tensor:
-    """D (C_in, r) with orthonormal columns spanning the ``rule``'s top-r context directions."""
+def context_basis(inv: CovarianceInverse, keys: torch.Tensor, weights: torch.Tensor,
+                  max_rank: int, rule: str = DEFAULT_RULE) -> torch.Tensor:
+    """The ``rule``'s top directions, nested: D_r = basis[:, :r] for every r ≤ its width.
+
+    (C_in, m) with orthonormal columns, m = min(max_rank, number of distinct context keys).
+    """
     check_rule(rule)
-    dim = keys.shape[1]
-    if not 1 <= rank <= dim:
-        raise RewriteError(f"Rank {rank} is outside 1..{dim} (the layer's key dimension).",
-                           f"choose a rank between 1 and {dim}; 1-3 is typical.")
     check_finite("the context keys", keys)
     root_w = weights.to(torch.float64).sqrt()[:, None]
     mapped = inv.whiten(keys) if rule == "whitened" else inv.solve(keys)  # (n, C_in)
@@ -125,22 +129,44 @@ def context_directions(inv: CovarianceInverse, keys: torch.Tensor, weights: torc
     if float(mapped.abs().max()) == 0:
         raise RewriteError("The context keys are all zero at this layer (nothing fires there).",
                            "paint the context on a region with visible content, or pick another layer.")
-    u, s, _ = torch.linalg.svd(mapped.T, full_matrices=False)  # u: (C_in, min(n, C_in))
-    if rank > u.shape[1] or float(s[rank - 1]) <= 1e-12 * float(s[0]):
-        have = int((s > 1e-12 * s[0]).sum())
-        raise RewriteError(
-            f"Rank {rank} needs at least {rank} distinct context keys; the context has {have}.",
-            "lower the rank or paint more context (more samples or a larger region).")
-    d = u[:, :rank]
+    with serial():
+        u, s, _ = torch.linalg.svd(mapped.T, full_matrices=False)  # u: (C_in, min(n, C_in))
+    distinct = int((s > 1e-12 * s[0]).sum())
+    d = u[:, :min(max_rank, distinct)]
     if rule == "whitened":
-        # back to key space with Z; QR keeps span and order (column 1 ∝ Z u₁)
+        # back to key space with Z; QR (Gram-Schmidt) keeps the nesting and column 1 ∝ Z u₁
         d = inv.whiten(d.T).T
-        q, r = torch.linalg.qr(d)
+        with serial():
+            q, r = torch.linalg.qr(d)
         d = q * torch.sign(torch.diagonal(r))[None, :]
     # orient each direction so the context keys project positively (match scores read as > 0)
     sign = torch.sign((keys.to(torch.float64) @ d * weights[:, None].to(torch.float64)).sum(0))
     sign[sign == 0] = 1
     return (d * sign).to(keys.dtype)
+
+
+def check_rank(rank: int, dim: int) -> None:
+    if not 1 <= rank <= dim:
+        raise RewriteError(f"Rank {rank} is outside 1..{dim} (the layer's key dimension).",
+                           f"choose a rank between 1 and {dim}; 1-3 is typical.")
+
+
+def take_rank(basis: torch.Tensor, rank: int) -> torch.Tensor:
+    """D_r from a nested basis; a clear error when the context has fewer distinct keys."""
+    if rank > basis.shape[1]:
+        raise RewriteError(
+            f"Rank {rank} needs at least {rank} distinct context keys; the context has "
+            f"{basis.shape[1]}.",
+            "lower the rank or paint more context (more samples or a larger region).")
+    return basis[:, :rank]
+
+
+def context_directions(inv: CovarianceInverse, keys: torch.Tensor, weights: torch.Tensor,
+                       rank: int, rule: str = DEFAULT_RULE) -> torch.Tensor:
+    """D (C_in, r) with orthonormal columns spanning the ``rule``'s top-r context directions."""
+    check_rule(rule)
+    check_rank(rank, keys.shape[1])
+    return take_rank(context_basis(inv, keys, weights, rank, rule), rank)
 
 
 def _strength(z: torch.Tensor, dim: int) -> torch.Tensor:

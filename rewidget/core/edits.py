@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .directions import CovarianceInverse, context_rule, match_map
+from .directions import (
+    CovarianceInverse,
+    check_rank,
+    context_basis,
+    context_keys,
+    context_level,
+    match_map,
+    take_rank,
+)
 from .errors import RewriteError
 from .memory import LinearMemory, memory_for
 from .progress import CancelToken, ProgressFn, check_cancel, report
@@ -97,26 +105,48 @@ def _check_targets_match(mem: LinearMemory, d: torch.Tensor, targets: list[Targe
                 "a paste target where the context appears.")
 
 
-def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
-                 progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Edit:
-    """Directions from the context, goals from copy/paste or erase, Λ from the chosen solver."""
+@dataclass
+class EditProblem:
+    """What every rank and direction rule of one request at one layer share: the keys of its
+    samples, the context rows and the goals (built once; ``suggest`` solves many settings)."""
+
+    mem: LinearMemory
+    context_keys: torch.Tensor  # (n, C_in) masked context keys
+    context_weights: torch.Tensor  # (n,)
+    targets: list[Target]
+    _bases: dict = field(default_factory=dict, repr=False)
+
+    def directions(self, inv: CovarianceInverse, rank: int, rule: str,
+                   max_rank: int | None = None) -> tuple[torch.Tensor, float]:
+        """(D, level) for ``rank``; the nested basis is computed once per rule up to max_rank."""
+        check_rank(rank, self.mem.key_dim)
+        width = max(rank, max_rank or rank)
+        cached = self._bases.get(rule)  # (basis, the width asked for)
+        if cached is None or cached[1] < width:
+            cached = (context_basis(inv, self.context_keys, self.context_weights, width, rule),
+                      width)
+            self._bases[rule] = cached
+        d = take_rank(cached[0], rank)
+        return d, context_level(d, self.context_keys, self.context_weights)
+
+
+def edit_problem(gen: Generator, request: EditRequest) -> EditProblem:
+    """Keys, context rows and goals of ``request`` at its layer (the model is not changed)."""
     request.validate_complete()
     if request.layer not in gen.layer_names():
         raise RewriteError(f"Unknown layer {request.layer!r}.",
                            f"choose one of {gen.layer_names()}.")
     mem = memory_for(gen.layer(request.layer), request.layer)
-    report(progress, 0, 3, "keys")
     samples = list({s: None for s in [c.sample for c in request.context]
                     + [s for c, p in request.pastes for s in (c.sample, p.sample)]})
     with torch.no_grad():
         keys = gen.keys(request.layer, sample_latents(gen, samples))
     by_sample = {s: keys[i:i + 1] for i, s in enumerate(samples)}
-    check_cancel(cancel, "The edit")
-    d, level = context_rule(mem, inv, [(by_sample[c.sample], c.mask) for c in request.context],
-                            request.rank, request.direction_rule)
-    targets = build_targets(gen, mem, request, by_sample.__getitem__)
-    _check_targets_match(mem, d, targets, level)
-    report(progress, 1, 3, "solve")
+    k, w = context_keys(mem, [(by_sample[c.sample], c.mask) for c in request.context])
+    return EditProblem(mem, k, w, build_targets(gen, mem, request, by_sample.__getitem__))
+
+
+def _solver_options(request: EditRequest) -> dict:
     opts = dict(request.solver_options)
     allowed = DEFAULT_OPTIONS[request.solver]
     for k, v in opts.items():
@@ -128,6 +158,16 @@ def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
                                f"pass e.g. {k}={allowed[k]}.")
     if "steps" in opts:
         opts["steps"] = int(opts["steps"])
+    return opts
+
+
+def solve_problem(problem: EditProblem, request: EditRequest, inv: CovarianceInverse,
+                  d: torch.Tensor, level: float, progress: ProgressFn | None = None,
+                  cancel: CancelToken | None = None) -> Edit:
+    """Λ for directions ``d`` with the request's solver; returns the Edit (nothing installed)."""
+    mem, targets = problem.mem, problem.targets
+    _check_targets_match(mem, d, targets, level)
+    opts = _solver_options(request)
     if request.solver == "exact":
         factor, rep = solve_exact(mem, d, targets, **opts)
     else:
@@ -136,5 +176,17 @@ def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
     delta = mem.delta_weight(d, factor)
     rep = {**rep, "before": masked_errors(mem, targets),
            "installed": masked_errors(mem, targets, w + delta), "notes": list(inv.notes)}
-    report(progress, 3, 3, "done")
     return Edit(request.layer, d.detach(), factor.detach(), request, rep, level, tuple(targets))
+
+
+def compute_edit(gen: Generator, request: EditRequest, inv: CovarianceInverse,
+                 progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Edit:
+    """Directions from the context, goals from copy/paste or erase, Λ from the chosen solver."""
+    report(progress, 0, 3, "keys")
+    problem = edit_problem(gen, request)
+    check_cancel(cancel, "The edit")
+    d, level = problem.directions(inv, request.rank, request.direction_rule)
+    report(progress, 1, 3, "solve")
+    edit = solve_problem(problem, request, inv, d, level, progress, cancel)
+    report(progress, 3, 3, "done")
+    return edit

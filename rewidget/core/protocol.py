@@ -40,8 +40,15 @@ class Generator(Protocol):
     def keys(self, name: str, z: torch.Tensor) -> torch.Tensor:
         """The input of layer ``name`` for latents ``z``; stops the forward pass at the layer."""
 
-    def forward_from(self, name: str, keys: torch.Tensor) -> torch.Tensor:
-        """Images from the input of layer ``name`` (runs the layer and everything after it)."""
+    def forward_from(self, name: str, keys: torch.Tensor, z: torch.Tensor | None = None,
+                     weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Images from the input of layer ``name`` (runs the layer and everything after it);
+        ``weight`` replaces the layer's weight for this call only (a preview writes nothing)."""
+
+    def run_between(self, start: str, keys: torch.Tensor, stop: str | None = None,
+                    z: torch.Tensor | None = None, weight: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """From the input of ``start`` to the input of a later layer ``stop`` (None: images)."""
 
     def forward(self, z: torch.Tensor) -> torch.Tensor: ...
 

@@ -31,6 +31,7 @@ import torch
 from .errors import RewriteError, check_finite
 from .memory import LinearMemory
 from .progress import CancelToken, ProgressFn, check_cancel, report
+from .serial import serial
 from .targets import Target
 
 #: Solver options a request records explicitly, so a saved request replays with the same values
@@ -98,10 +99,12 @@ def solve_exact(mem: LinearMemory, directions: torch.Tensor, targets: Sequence[T
             "rank-limited change of this layer can affect it.",
             "include the paste location in the context (paint context there too), or use erase.")
     lam = ridge * scale
-    sol = torch.linalg.solve(gram + lam * torch.eye(q, dtype=gram.dtype, device=gram.device), rhs)
+    with serial():
+        sol = torch.linalg.solve(gram + lam * torch.eye(q, dtype=gram.dtype, device=gram.device),
+                                 rhs)
+        cond = torch.linalg.cond(gram).item() if q <= 4096 else math.nan
     factor = mem.factor_from_flat(sol.T.contiguous(), rank)
     check_finite("the solved update", factor)
-    cond = torch.linalg.cond(gram).item() if q <= 4096 else math.nan
     return factor, {"solver": "exact", "ridge": lam, "unknowns_per_channel": q,
                     "normal_matrix_condition": cond, "seconds": time.perf_counter() - t0}
 

@@ -124,19 +124,57 @@ class GeneratorAdapter:
             handle.remove()
         return captured["k"]
 
-    def forward_from(self, name: str, keys: torch.Tensor, z: torch.Tensor | None = None
-                     ) -> torch.Tensor:
-        self.layer(name)
-        if name in self._trunk_index:
-            return self.trunk[self._trunk_index[name]:](keys)
+    def forward_from(self, name: str, keys: torch.Tensor, z: torch.Tensor | None = None,
+                     weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Images from the input of layer ``name``; ``weight`` replaces its weight for this call."""
+        return self.run_between(name, keys, None, z, weight)
+
+    def run_between(self, start: str, keys: torch.Tensor, stop: str | None = None,
+                    z: torch.Tensor | None = None, weight: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+        """From the input ``keys`` of layer ``start`` to the input of layer ``stop`` (None: the
+        image). ``weight`` stands in for ``start``'s weight in this call only: an edit can be
+        previewed without writing it into the model."""
+        self.layer(start)
+        names = self.layer_names()
+        if stop is not None:
+            self.layer(stop)  # validates
+        if stop is not None and names.index(stop) <= names.index(start):
+            raise RewriteError(f"Layer {stop!r} does not come after {start!r}.",
+                               f"stop at a later layer than {start!r}, or at the image (None).")
+        module = self._modules[start]
+
+        def run_start(x: torch.Tensor) -> torch.Tensor:
+            if weight is None:
+                return module(x)
+            return torch.func.functional_call(module, {"weight": weight}, (x,))
+
+        if start in self._trunk_index and (stop is None or stop in self._trunk_index):
+            i = self._trunk_index[start]
+            j = len(self.trunk) if stop is None else self._trunk_index[stop]
+            return self.trunk[i + 1:j](run_start(keys))
         if z is None:
-            raise RewriteError(f"Layer {name!r} is not on the generator's sequential trunk, so "
+            raise RewriteError(f"Layer {start!r} is not on the generator's sequential trunk, so "
                                "rendering from its keys needs the latents too.", "pass z=...")
-        handle = self._modules[name].register_forward_pre_hook(lambda _m, _a: (keys,))
+        captured = {}
+
+        def grab(_module, args):
+            captured["k"] = args[0]
+            raise _StopForward
+
+        handles = [module.register_forward_pre_hook(lambda _m, _a: (keys,))]
+        if weight is not None:
+            handles.append(module.register_forward_hook(lambda _m, a, _o: run_start(a[0])))
+        if stop is not None:
+            handles.append(self._modules[stop].register_forward_pre_hook(grab))
         try:
-            return self.module(self.check_latents(z))
+            out = self.module(self.check_latents(z))
+        except _StopForward:
+            return captured["k"]
         finally:
-            handle.remove()
+            for h in handles:
+                h.remove()
+        return out
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.module(self.check_latents(z))

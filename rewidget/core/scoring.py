@@ -1,0 +1,69 @@
+"""Scores of an edit that need no model: feature-statistics distance, update size, Pareto front.
+
+    mu, cov = feature_moments(rows)                  # rows (n, C) → (C,), (C, C), float64
+    fd = frechet_distance(mu0, cov0, mu1, cov1)      # ‖μ₀−μ₁‖² + tr(Σ₀+Σ₁−2(Σ₀^½Σ₁Σ₀^½)^½)
+    shift = relative_frechet(rows_before, rows_after)  # fd / tr(Σ₀): 0 = same statistics
+    size = relative_update(delta, weight)            # ‖ΔW‖ / ‖W₀‖
+    front = pareto_front([(effect, -collateral, -shift), ...])  # [True, False, ...]
+
+The suggestion (session/suggest.py) renders the candidate edits and scores them with these.
+A Fréchet distance between the statistics of a generator's own features on edited and unedited
+samples is the FID idea without an external network: an edit that leaves the images the
+generator could draw keeps later-layer statistics close; one that breaks them does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .serial import serial
+
+
+def feature_moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (C,) and covariance (C, C) of feature rows (n, C), in float64."""
+    x = rows.to(torch.float64)
+    mu = x.mean(0)
+    xc = x - mu
+    return mu, xc.T @ xc / max(x.shape[0] - 1, 1)
+
+
+def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
+    with serial():
+        evals, evecs = torch.linalg.eigh((a + a.T) / 2)
+    return (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
+
+
+def frechet_distance(mu0: torch.Tensor, cov0: torch.Tensor, mu1: torch.Tensor,
+                     cov1: torch.Tensor) -> float:
+    """Fréchet distance between Gaussians N(μ₀, Σ₀) and N(μ₁, Σ₁) (float64, never negative)."""
+    root0 = _sqrtm_psd(cov0)
+    cross = _sqrtm_psd(root0 @ cov1 @ root0)
+    fd = float((mu0 - mu1).pow(2).sum() + torch.trace(cov0) + torch.trace(cov1)
+               - 2 * torch.trace(cross))
+    return max(fd, 0.0)
+
+
+def relative_frechet(before: torch.Tensor, after: torch.Tensor) -> float:
+    """Fréchet distance of feature rows (n, C) after vs before, over tr(Σ_before)."""
+    mu0, cov0 = feature_moments(before)
+    mu1, cov1 = feature_moments(after)
+    scale = float(torch.trace(cov0)) or 1.0
+    return frechet_distance(mu0, cov0, mu1, cov1) / scale
+
+
+def relative_update(delta: torch.Tensor, weight: torch.Tensor) -> float:
+    """‖ΔW‖_F / ‖W‖_F."""
+    return float(delta.double().norm() / weight.double().norm().clamp_min(1e-30))
+
+
+def pareto_front(points: Sequence[Sequence[float]]) -> list[bool]:
+    """Which points no other point dominates (every coordinate is to be maximised)."""
+    out = []
+    for i, p in enumerate(points):
+        dominated = any(all(q_k >= p_k for q_k, p_k in zip(q, p, strict=True))
+                        and any(q_k > p_k for q_k, p_k in zip(q, p, strict=True))
+                        for j, q in enumerate(points) if j != i)
+        out.append(not dominated)
+    return out

@@ -1,0 +1,314 @@
+"""Which layer, rank and direction rule? Solve them all, render, score, rank; install nothing.
+
+    sug = session.suggest(progress=print)        # every layer × ranks (1, 2, 3, 6, 10) × rules
+    best = sug.best                              # a Candidate: .edit (computed, not installed)
+    best.meters["realism"].level, best.meters["realism"].why   # "green", "features at ..."
+    session.preview(best.edit)                   # the grid as it would look, weights untouched
+    session.commit(best)                         # installs it; a red meter needs confirm=True
+    sug.pareto, sug.by_layer(), sug.table()
+
+Each candidate is scored on held-out preview samples (seeds that no request uses) and on the
+request's own samples, all in image space or in the generator's own features:
+- effect: paste — how far the paste target moved toward the copied object (1 − |after − copy| /
+  |before − copy| over the pasted region; 1 = it shows the copy); erase — share of the masked
+  value error towards the surroundings that the installed weights remove (no image-space goal).
+- spread / collateral: mean |Δpixel| (0..1) on the held-out samples where the edit's context
+  fires (match ≥ 0.5) / where it does not.
+- realism: Fréchet distance between later-layer feature statistics of the edited and unedited
+  held-out samples, over the unedited features' total variance (core/scoring.py); the features
+  are the input of the deepest editable layer after the edited one, or 4×4 pixel patches when
+  the edit is at the last layer. Reported with ΔW/W.
+score = effect − COLLATERAL_WEIGHT·collateral/COLLATERAL_AMBER − REALISM_WEIGHT·realism/REALISM_AMBER.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from ..core.directions import RULES, match_map
+from ..core.edits import Edit, edit_problem, sample_latents, solve_problem
+from ..core.errors import RewriteError
+from ..core.masks import shift
+from ..core.memory import memory_for
+from ..core.metrics import match_region
+from ..core.progress import CancelToken, ProgressFn, check_cancel, report
+from ..core.requests import Sample
+from ..core.scoring import pareto_front, relative_frechet, relative_update
+from ..core.serial import serial
+
+if TYPE_CHECKING:
+    from .session import RewriteSession
+
+RANKS = (1, 2, 3, 6, 10)
+PREVIEW_SEEDS = tuple(range(900_000, 900_012))  # held out: no request or statistics use them
+
+#: meter thresholds (green ≤ / amber ≤ / red above, effect the other way round); calibrated on
+#: faces and scenes edits that looked right, smudged, or broke every image (see the README)
+EFFECT_GREEN, EFFECT_AMBER = 0.5, 0.25
+COLLATERAL_GREEN, COLLATERAL_AMBER = 0.02, 0.05  # mean |Δpixel| in 0..1 (5/255, 13/255)
+REALISM_GREEN, REALISM_AMBER = 0.05, 0.2  # Fréchet distance / tr(Σ)
+COLLATERAL_WEIGHT, REALISM_WEIGHT = 0.25, 0.25
+
+
+@dataclass(frozen=True)
+class Meter:
+    level: str  # "green" | "amber" | "red"
+    value: float
+    why: str  # one line a newcomer can read
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    layer: str
+    rank: int
+    rule: str
+    edit: Edit  # solved against the weights installed when suggested; never installed by suggest
+    effect: float
+    spread: float
+    collateral: float
+    realism: float
+    realism_space: str
+    relative_update: float
+    score: float
+    meters: dict[str, Meter] = field(default_factory=dict)
+    pareto: bool = False
+
+    @property
+    def blocked(self) -> bool:
+        """A red collateral or realism meter: committing needs an explicit confirmation."""
+        return any(self.meters[k].level == "red" for k in ("collateral", "realism"))
+
+    def label(self) -> str:
+        return f"{self.layer} · rank {self.rank} · {self.rule}"
+
+    def row(self) -> dict:
+        return {"layer": self.layer, "rank": self.rank, "rule": self.rule,
+                "effect": self.effect, "spread": self.spread, "collateral": self.collateral,
+                "realism": self.realism, "relative_update": self.relative_update,
+                "score": self.score, "pareto": self.pareto,
+                **{f"{k}_level": m.level for k, m in self.meters.items()}}
+
+
+@dataclass
+class Suggestion:
+    candidates: list[Candidate]  # best score first
+    seconds: float
+    preview_seeds: tuple[int, ...]
+    skipped: list[str] = field(default_factory=list)  # settings that could not be solved, and why
+
+    @property
+    def best(self) -> Candidate:
+        return self.candidates[0]
+
+    @property
+    def pareto(self) -> list[Candidate]:
+        return [c for c in self.candidates if c.pareto]
+
+    def by_layer(self) -> dict[str, Candidate]:
+        """The best candidate at each layer (for a per-layer chart)."""
+        out: dict[str, Candidate] = {}
+        for c in self.candidates:
+            out.setdefault(c.layer, c)
+        return out
+
+    def find(self, layer: str, rank: int, rule: str) -> Candidate | None:
+        return next((c for c in self.candidates
+                     if (c.layer, c.rank, c.rule) == (layer, rank, rule)), None)
+
+    def table(self, top: int = 10) -> str:
+        lines = ["| layer | rank | rule | effect | collateral | realism | ΔW/W | score |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for c in self.candidates[:top]:
+            lines.append(f"| {c.layer} | {c.rank} | {c.rule} | {c.effect:.2f} | "
+                         f"{c.collateral * 255:.1f}/255 | {c.realism:.3f} | "
+                         f"{c.relative_update:.2f} | {c.score:.3f}{' *' if c.pareto else ''} |")
+        return "\n".join(lines)
+
+
+def _level(value: float, green: float, amber: float, higher_is_better: bool = False) -> str:
+    if higher_is_better:
+        return "green" if value >= green else "amber" if value >= amber else "red"
+    return "green" if value <= green else "amber" if value <= amber else "red"
+
+
+def meters_for(kind: str, effect: float, spread: float, collateral: float, realism: float,
+               space: str, size: float, n_preview: int) -> dict[str, Meter]:
+    if kind == "paste":
+        eff_why = f"the paste target moved {effect:.0%} of the way to the copied object"
+    else:
+        eff_why = f"the erased region's values moved {effect:.0%} of the way to its surroundings"
+    return {
+        "effect": Meter(_level(effect, EFFECT_GREEN, EFFECT_AMBER, True), effect, eff_why),
+        "collateral": Meter(
+            _level(collateral, COLLATERAL_GREEN, COLLATERAL_AMBER), collateral,
+            f"away from the context, {n_preview} held-out images change by "
+            f"{collateral * 255:.1f}/255 per pixel (where it fires: {spread * 255:.1f}/255)"),
+        "realism": Meter(
+            _level(realism, REALISM_GREEN, REALISM_AMBER), realism,
+            f"the generator's {space} shift by {realism:.1%} of their variance "
+            f"(Fréchet distance); ΔW/W = {size:.2f}"),
+    }
+
+
+def _patches(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, S, S) → 4×4 patch rows (N·S²/16, 48): the feature space after the last layer."""
+    return F.unfold(images.float(), kernel_size=4, stride=4).transpose(1, 2).reshape(
+        -1, images.shape[1] * 16)
+
+
+def _rows(feats: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) → (N·H·W, C); (N, C) stays."""
+    return feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]) if feats.dim() == 4 else feats
+
+
+class _LayerView:
+    """Everything a layer's candidates share: keys, unedited renders and features."""
+
+    def __init__(self, session: RewriteSession, layer: str, samples: list[Sample],
+                 preview: list[Sample]) -> None:
+        gen = session.gen
+        self.gen, self.layer = gen, layer
+        self.mem = memory_for(gen.layer(layer), layer)
+        self.samples = samples + preview
+        self.n_req = len(samples)
+        self.z = sample_latents(gen, self.samples)
+        self.keys = session.keys(layer, self.samples)  # (N, C_in, H, W) under current weights
+        names = gen.layer_names()
+        later = [n for n in names[names.index(layer) + 1:]
+                 if len(session.shapes[n]["keys"]) == 3]
+        self.stop = later[-1] if later else None
+        self.space = f"{self.stop} input features" if self.stop else "4×4 pixel patches"
+        self.before, self.feats_before = self.render(None)
+
+    def render(self, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (N, 3, S, S) and held-out realism rows with the layer's weight replaced."""
+        if self.stop is None:
+            img = self.gen.forward_from(self.layer, self.keys, z=self.z, weight=weight)
+            return img, _patches(img[self.n_req:])
+        feats = self.gen.run_between(self.layer, self.keys, self.stop, z=self.z, weight=weight)
+        img = self.gen.forward_from(self.stop, feats, z=self.z)
+        return img, _rows(feats[self.n_req:])
+
+
+def _paste_effect(view: _LayerView, after: torch.Tensor, request, index) -> float:
+    """Mean over pastes of 1 − |after − copy| / |before − copy| on the pasted region."""
+    size = view.before.shape[-1]
+    scores = []
+    for copy, paste in request.pastes:
+        src = view.before[index[copy.sample]][None]
+        m = torch.from_numpy(copy.mask.astype("float32") / 255.0).to(src.device)[None, None]
+        region = shift(m, paste.offset, size)[0, 0]
+        moved = shift(src.float(), paste.offset, size)[0]
+        w = region / region.sum().clamp_min(1e-12)
+        t = index[paste.sample]
+        d0 = float(((view.before[t] - moved).abs().mean(0) * w).sum())
+        d1 = float(((after[t] - moved).abs().mean(0) * w).sum())
+        if d0 > 0:
+            scores.append(1 - d1 / d0)
+    return float(sum(scores) / len(scores)) if scores else float("nan")
+
+
+def _erase_effect(edit: Edit) -> float:
+    before, after = edit.report["before"]["l1"], edit.report["installed"]["l1"]
+    return 1 - after / before if before > 0 else float("nan")
+
+
+def score_candidate(view: _LayerView, edit: Edit, kind: str, index) -> Candidate:
+    """Render ``edit`` on the view's samples (weights untouched) and score it."""
+    module = view.gen.layer(view.layer)
+    delta = edit.delta(module)
+    after, feats_after = view.render(module.weight + delta)
+    n = view.n_req
+    diff = (after[n:] - view.before[n:]).abs().mean(1) / 2  # (P, S, S) in 0..1
+    with torch.no_grad():
+        match = match_map(view.mem, view.keys[n:], edit.directions) / edit.context_level
+    region = match_region(match, diff.shape[-1])
+    spread = float(diff[region].mean()) if region.any() else 0.0
+    collateral = float(diff[~region].mean()) if (~region).any() else 0.0
+    effect = _paste_effect(view, after, edit.request, index) if kind == "paste" \
+        else _erase_effect(edit)
+    realism = relative_frechet(view.feats_before, feats_after)
+    size = relative_update(delta, module.weight)
+    eff = effect if math.isfinite(effect) else 0.0
+    score = (eff - COLLATERAL_WEIGHT * collateral / COLLATERAL_AMBER
+             - REALISM_WEIGHT * realism / REALISM_AMBER)
+    meters = meters_for(kind, eff, spread, collateral, realism, view.space, size,
+                        len(view.samples) - n)
+    return Candidate(view.layer, edit.rank, edit.request.direction_rule, edit, eff, spread,
+                     collateral, realism, view.space, size, score, meters)
+
+
+def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
+            ranks: Sequence[int] = RANKS, rules: Sequence[str] = RULES,
+            kind: str | None = None, solver: str = "exact",
+            preview: Sequence[int] = PREVIEW_SEEDS, progress: ProgressFn | None = None,
+            cancel: CancelToken | None = None) -> Suggestion:
+    """Solve the current selections at every layer × rank × rule and rank the candidates.
+
+    Invariant: the model's weights are bit-for-bit the same afterwards (nothing is installed);
+    candidates are solved against the weights installed now.
+    """
+    t0 = time.perf_counter()
+    gen = session.gen
+    if kind is None:
+        kind = "paste" if session.copy is not None and (session.paste or session.more_pastes) \
+            else "erase"
+    base = session.request(kind=kind, solver=solver)  # validates the selections
+    layers = list(layers) if layers is not None else gen.layer_names()
+    for layer in layers:
+        gen.layer(layer)  # validates
+    settings = [(layer, rule, rank) for layer in layers for rule in rules for rank in ranks]
+    if not settings:
+        raise RewriteError("There is nothing to suggest from (no layer, rank or rule given).",
+                           "pass at least one layer, rank and direction rule.")
+    session.prepare_statistics(layers, progress=progress, cancel=cancel)
+    samples = list({s: None for s in [c.sample for c in base.context]
+                    + [s for c, p in base.pastes for s in (c.sample, p.sample)]})
+    index = {s: i for i, s in enumerate(samples)}
+    held_out = [Sample(int(s)) for s in preview]
+    candidates, skipped = [], []
+    done = 0
+    # one thread: dozens of small renders and factorizations, each a few ms; with two threads
+    # on a loaded 2-core machine every op waits for a descheduled thread (10x slower, serial.py)
+    with session.lock, torch.no_grad(), serial():  # the weights stay as they are meanwhile
+        for layer in layers:
+            view = _LayerView(session, layer, samples, held_out)
+            inv = session.inverse(layer)
+            problem = None
+            for (lay, rule, rank) in settings:
+                if lay != layer:
+                    continue
+                check_cancel(cancel, "The suggestion")
+                report(progress, done, len(settings), f"suggest: {layer} rank {rank} {rule}")
+                done += 1
+                req = session.request(kind=kind, layer=layer, rank=rank, solver=solver,
+                                      direction_rule=rule, **base.solver_options)
+                try:
+                    problem = problem or edit_problem(gen, req)
+                    d, level = problem.directions(inv, rank, rule, max(ranks))
+                    edit = solve_problem(problem, req, inv, d, level)
+                except RewriteError as e:
+                    skipped.append(f"{layer} rank {rank} {rule}: {e.problem}")
+                    continue
+                candidates.append(score_candidate(view, edit, kind, index))
+    report(progress, len(settings), len(settings), "suggest: done")
+    if not candidates:
+        raise RewriteError("No layer and rank could be solved for these selections: "
+                           + "; ".join(skipped[:3]),
+                           "paint a larger context, or paste where the context appears.")
+    front = pareto_front([(c.effect, -c.collateral, -c.realism) for c in candidates])
+    candidates = [_with_pareto(c, p) for c, p in zip(candidates, front, strict=True)]
+    candidates.sort(key=lambda c: (-c.score, c.relative_update))
+    return Suggestion(candidates, time.perf_counter() - t0, tuple(int(s) for s in preview),
+                      skipped)
+
+
+def _with_pareto(c: Candidate, on_front: bool) -> Candidate:
+    return replace(c, pareto=on_front)
