@@ -3,6 +3,8 @@
     mu, cov = feature_moments(rows)                  # rows (n, C) → (C,), (C, C), float64
     fd = frechet_distance(mu0, cov0, mu1, cov1)      # ‖μ₀−μ₁‖² + tr(Σ₀+Σ₁−2(Σ₀^½Σ₁Σ₀^½)^½)
     shift = relative_frechet(rows_before, rows_after)  # fd / tr(Σ₀): 0 = same statistics
+    ref = Reference.of(rows_of_many_samples)         # the generator's own distribution there
+    loss = realism_loss(ref, rows_before, rows_after)  # extra distance from it, per channel
     size = relative_update(delta, weight)            # ‖ΔW‖ / ‖W₀‖
     front = pareto_front([(effect, -collateral, -shift), ...])  # [True, False, ...]
 
@@ -15,6 +17,7 @@ generator could draw keeps later-layer statistics close; one that breaks them do
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -51,6 +54,37 @@ def relative_frechet(before: torch.Tensor, after: torch.Tensor) -> float:
     mu1, cov1 = feature_moments(after)
     scale = float(torch.trace(cov0)) or 1.0
     return frechet_distance(mu0, cov0, mu1, cov1) / scale
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The generator's own feature distribution at one place: mean and whitener Σ^-1/2."""
+
+    mean: torch.Tensor  # (C,) float64
+    whitener: torch.Tensor  # (C, C) float64, symmetric
+
+    @classmethod
+    def of(cls, rows: torch.Tensor, floor: float = 1e-6) -> Reference:
+        """From feature rows (n, C); eigenvalues below floor·max are raised to it."""
+        mu, cov = feature_moments(rows)
+        with serial():
+            evals, evecs = torch.linalg.eigh(cov)
+        evals = evals.clamp_min(floor * float(evals.max()))
+        return cls(mu, (evecs * evals.rsqrt()) @ evecs.T)
+
+    def distance(self, rows: torch.Tensor) -> float:
+        """Fréchet distance of rows (n, C) to the reference, in its whitened units, per channel."""
+        w = (rows.to(self.mean) - self.mean) @ self.whitener  # (n, C): reference = N(0, I)
+        mu, cov = feature_moments(w)
+        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        return frechet_distance(torch.zeros_like(mu), eye, mu, cov) / cov.shape[0]
+
+
+def realism_loss(reference: Reference, before: torch.Tensor, after: torch.Tensor) -> float:
+    """How much further from the generator's own feature distribution the edited samples are
+    than the same samples unedited (≥ 0; an edit that draws things the generator draws
+    elsewhere — a crown where a roof was — costs little, one that breaks the image a lot)."""
+    return max(0.0, reference.distance(after) - reference.distance(before))
 
 
 def relative_update(delta: torch.Tensor, weight: torch.Tensor) -> float:
