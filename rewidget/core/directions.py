@@ -24,6 +24,7 @@ For one key both give D ∝ C⁻¹k.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -65,16 +66,26 @@ class CovarianceInverse:
         self._whitener: torch.Tensor | None = None
         self._ridge = ridge
 
-    def whiten(self, rows: torch.Tensor) -> torch.Tensor:
-        """Z kᵢ = C^-1/2 kᵢ (symmetric root, same ridge as solve) for rows (n, C_in), float64."""
+    def _roots(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(C^-1/2, C^1/2), symmetric, with the same ridge as solve; computed once."""
         if self._whitener is None:
             c = self.moment.to(torch.float64)
             with serial():
                 evals, evecs = torch.linalg.eigh(c)  # C = Q diag(e) Qᵀ
-            inv_root = (evals.clamp_min(0) + self._ridge).rsqrt()
-            self._whitener = (evecs * inv_root) @ evecs.T  # (C_in, C_in), symmetric
-        k = rows.to(device=self._whitener.device, dtype=torch.float64)
-        return k @ self._whitener  # Z symmetric: (Z kᵢ)ᵀ = kᵢᵀ Z
+            root = (evals.clamp_min(0) + self._ridge).sqrt()
+            self._whitener = (evecs / root) @ evecs.T
+            self._root = (evecs * root) @ evecs.T
+        return self._whitener, self._root
+
+    def whiten(self, rows: torch.Tensor) -> torch.Tensor:
+        """Z kᵢ = C^-1/2 kᵢ for rows (n, C_in), float64 (Z symmetric: (Z kᵢ)ᵀ = kᵢᵀ Z)."""
+        z = self._roots()[0]
+        return rows.to(device=z.device, dtype=torch.float64) @ z
+
+    def unwhiten(self, rows: torch.Tensor) -> torch.Tensor:
+        """C^1/2 kᵢ for rows (n, C_in), float64: the inverse of whiten."""
+        r = self._roots()[1]
+        return rows.to(device=r.device, dtype=torch.float64) @ r
 
     def solve(self, rows: torch.Tensor) -> torch.Tensor:
         """C⁻¹ kᵢ for rows (n, C_in) → (n, C_in), float64."""
@@ -115,11 +126,36 @@ def check_rule(rule: str) -> str:
     return rule
 
 
+def key_subspace(rows: torch.Tensor, weights: torch.Tensor, energy: float) -> torch.Tensor:
+    """U (C_in, m), orthonormal: the fewest top eigenvectors of Σ wᵢkᵢkᵢᵀ holding ``energy`` of
+    its trace — the directions a set of keys (e.g. the ones to protect) mostly lives in."""
+    k = rows.to(torch.float64) * weights.to(torch.float64).sqrt()[:, None]
+    with serial():
+        evals, evecs = torch.linalg.eigh(k.T @ k)  # ascending
+    evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
+    total = float(evals.sum())
+    if total <= 0:
+        return evecs[:, :0]
+    m = int((torch.cumsum(evals, 0) < energy * total).sum()) + 1
+    return evecs[:, :min(m, evecs.shape[1])]
+
+
 def context_basis(inv: CovarianceInverse, keys: torch.Tensor, weights: torch.Tensor,
-                  max_rank: int, rule: str = DEFAULT_RULE) -> torch.Tensor:
+                  max_rank: int, rule: str = DEFAULT_RULE,
+                  protect: Sequence[tuple[torch.Tensor, torch.Tensor, float]] = ()
+                  ) -> torch.Tensor:
     """The ``rule``'s top directions, nested: D_r = basis[:, :r] for every r ≤ its width.
 
     (C_in, m) with orthonormal columns, m = min(max_rank, number of distinct context keys).
+
+    ``protect`` = [(keys (n, C_in), weights (n,), energy), ...]: keys whose values must not
+    change. (W₀ + ΛDᵀ)k = W₀k needs Dᵀk = 0, and among such D the one that disturbs other keys
+    least is found in whitened coordinates (where the paper's objective is Euclidean): each
+    direction d̃ = C^½d loses its part along the whitened protected keys Z·k (the subspace
+    holding ``energy`` of theirs), then maps back, d = Z·d̃. A Euclidean projection of D
+    instead (AlphaEdit's null-space step, without the metric) kept the trunks of the scenes
+    world but recoloured every tower and the sky. Directions left with under 1% of their
+    whitened length are dropped: the context cannot be told from the protected keys there.
     """
     check_rule(rule)
     check_finite("the context keys", keys)
@@ -132,13 +168,28 @@ def context_basis(inv: CovarianceInverse, keys: torch.Tensor, weights: torch.Ten
     with serial():
         u, s, _ = torch.linalg.svd(mapped.T, full_matrices=False)  # u: (C_in, min(n, C_in))
     distinct = int((s > 1e-12 * s[0]).sum())
-    d = u[:, :min(max_rank, distinct)]
-    if rule == "whitened":
-        # back to key space with Z; QR (Gram-Schmidt) keeps the nesting and column 1 ∝ Z u₁
-        d = inv.whiten(d.T).T
+    if protect:
+        # every distinct direction, in whitened coordinates: later ones may survive better
+        w_dirs = u[:, :distinct] if rule == "whitened" else inv.unwhiten(u[:, :distinct].T).T
+        shield = torch.cat([key_subspace(inv.whiten(k), w, energy) for k, w, energy in protect],
+                           1)
+        with serial():
+            shield = torch.linalg.qr(shield)[0] if shield.shape[1] else shield
+        length = w_dirs.norm(dim=0).clamp_min(1e-30)
+        w_dirs = w_dirs - shield @ (shield.T @ w_dirs)
+        alive = w_dirs.norm(dim=0) > 1e-2 * length
+        d = inv.whiten(w_dirs[:, alive].T).T
+    else:
+        d = u[:, :min(max_rank, distinct)]
+        if rule == "whitened":
+            d = inv.whiten(d.T).T  # back to key space with Z
+    if protect or rule == "whitened":
+        # QR (Gram-Schmidt) keeps the order and nesting: column 1 ∝ the first direction
         with serial():
             q, r = torch.linalg.qr(d)
-        d = q * torch.sign(torch.diagonal(r))[None, :]
+        diag = torch.diagonal(r)
+        d = (q * torch.sign(diag)[None, :])[:, diag.abs() > 1e-9 * diag.abs().max()]
+        d = d[:, :max_rank]
     # orient each direction so the context keys project positively (match scores read as > 0)
     sign = torch.sign((keys.to(torch.float64) @ d * weights[:, None].to(torch.float64)).sum(0))
     sign[sign == 0] = 1
@@ -151,9 +202,14 @@ def check_rank(rank: int, dim: int) -> None:
                            f"choose a rank between 1 and {dim}; 1-3 is typical.")
 
 
-def take_rank(basis: torch.Tensor, rank: int) -> torch.Tensor:
+def take_rank(basis: torch.Tensor, rank: int, protected: bool = False) -> torch.Tensor:
     """D_r from a nested basis; a clear error when the context has fewer distinct keys."""
     if rank > basis.shape[1]:
+        if protected:
+            raise RewriteError(
+                f"Rank {rank} needs {rank} context directions that the protected keys do not "
+                f"share; {basis.shape[1]} are left after protection.",
+                "lower the rank, keep a smaller region (or lower protect), or paint more context.")
         raise RewriteError(
             f"Rank {rank} needs at least {rank} distinct context keys; the context has "
             f"{basis.shape[1]}.",

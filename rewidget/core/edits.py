@@ -114,6 +114,8 @@ class EditProblem:
     context_keys: torch.Tensor  # (n, C_in) masked context keys
     context_weights: torch.Tensor  # (n,)
     targets: list[Target]
+    #: [(keys (n, C_in), weights (n,), energy), ...] whose values the edit must leave alone
+    protected: list = field(default_factory=list)
     _bases: dict = field(default_factory=dict, repr=False)
 
     def directions(self, inv: CovarianceInverse, rank: int, rule: str,
@@ -123,10 +125,10 @@ class EditProblem:
         width = max(rank, max_rank or rank)
         cached = self._bases.get(rule)  # (basis, the width asked for)
         if cached is None or cached[1] < width:
-            cached = (context_basis(inv, self.context_keys, self.context_weights, width, rule),
-                      width)
+            cached = (context_basis(inv, self.context_keys, self.context_weights, width, rule,
+                                    self.protected), width)
             self._bases[rule] = cached
-        d = take_rank(cached[0], rank)
+        d = take_rank(cached[0], rank, bool(self.protected))
         return d, context_level(d, self.context_keys, self.context_weights)
 
 
@@ -143,7 +145,41 @@ def edit_problem(gen: Generator, request: EditRequest) -> EditProblem:
         keys = gen.keys(request.layer, sample_latents(gen, samples))
     by_sample = {s: keys[i:i + 1] for i, s in enumerate(samples)}
     k, w = context_keys(mem, [(by_sample[c.sample], c.mask) for c in request.context])
-    return EditProblem(mem, k, w, build_targets(gen, mem, request, by_sample.__getitem__))
+    targets = build_targets(gen, mem, request, by_sample.__getitem__)
+    return EditProblem(mem, k, w, targets, protected_keys(gen, mem, request, k, w))
+
+
+#: automatic protection samples its keys from these seeds (far from grids, requests, statistics)
+PROTECT_SEEDS = range(920_000, 920_032)
+KEEP_ENERGY = 0.99  # painted keep regions: protect the directions holding 99% of their energy
+
+
+def protected_keys(gen: Generator, mem: LinearMemory, request: EditRequest,
+                   ctx_keys: torch.Tensor, ctx_weights: torch.Tensor) -> list:
+    """[(keys, weights, energy), ...] the edit must leave alone (directions.context_basis): the
+    painted keep regions' (KEEP_ENERGY of their energy) and, with request.protect = p > 0, p of
+    the energy of keys sampled on
+    PROTECT_SEEDS where the context does not fire (a sampled key counts as context when its
+    cosine with the mean context key reaches half the context keys' own mean cosine)."""
+    parts = []
+    if request.keep:
+        latents = sample_latents(gen, [s.sample for s in request.keep])
+        with torch.no_grad():
+            keys = gen.keys(request.layer, latents)
+        k, w = context_keys(mem, [(keys[i:i + 1], s.mask) for i, s in enumerate(request.keep)])
+        parts.append((k, w, KEEP_ENERGY))
+    if request.protect > 0:
+        with torch.no_grad():
+            rows = mem.key_rows(gen.keys(request.layer, gen.latents(list(PROTECT_SEEDS))))
+        centre = (ctx_keys * ctx_weights[:, None]).sum(0)
+        centre = centre / centre.norm().clamp_min(1e-30)
+        cos = (rows @ centre) / rows.norm(dim=1).clamp_min(1e-30)
+        own = float(((ctx_keys @ centre) / ctx_keys.norm(dim=1).clamp_min(1e-30)).mean())
+        elsewhere = rows[cos < 0.5 * own]
+        if elsewhere.shape[0]:
+            parts.append((elsewhere, torch.ones(elsewhere.shape[0], device=rows.device),
+                          request.protect))
+    return parts
 
 
 def _solver_options(request: EditRequest) -> dict:

@@ -165,10 +165,24 @@ class EditRequest:
     #: how D is chosen from the context keys (directions.RULES); a file saved before this field
     #: existed loads as "cinv", the rule it was solved with, so it replays identically
     direction_rule: str = DEFAULT_RULE
+    #: painted regions whose output must not change: D is kept orthogonal to their keys
+    keep: tuple[Selection, ...] = ()
+    #: share (0 ≤ p < 1) of the energy of automatically sampled keys where the context does not
+    #: fire that D is kept orthogonal to (0: off); see directions.protected_directions
+    protect: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "context", tuple(self.context))
+        object.__setattr__(self, "keep", tuple(self.keep))
+        for k in self.keep:
+            if not isinstance(k, Selection):
+                raise RewriteError(f"A keep region must be a Selection, not {k!r}.",
+                                   "pass keep=(Selection(sample, mask), ...).")
         check_rule(self.direction_rule)
+        if isinstance(self.protect, bool) or not isinstance(self.protect, (int, float)) \
+                or not 0 <= self.protect < 1:
+            raise RewriteError(f"protect={self.protect!r} is not a share in [0, 1).",
+                               "pass protect=0 (off) or e.g. 0.9.")
         pairs = tuple(tuple(p) if isinstance(p, (tuple, list)) else p for p in self.more_pastes)
         for p in pairs:
             if not (isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], Selection)
@@ -219,6 +233,10 @@ class EditRequest:
             "copy": self.copy.to_json() if self.copy else None,
             "paste": _paste_json(self.paste) if self.paste else None,
         }
+        if self.keep:  # keep and protect likewise only when used
+            out["keep"] = [k.to_json() for k in self.keep]
+        if self.protect:
+            out["protect"] = float(self.protect)
         if self.more_pastes:  # only when used: requests without it keep their exact old form
             out["more_pastes"] = [{"copy": c.to_json(), "paste": _paste_json(p)}
                                   for c, p in self.more_pastes]
@@ -265,6 +283,9 @@ class EditRequest:
             copy=Selection.from_json(obj["copy"], "copy") if obj.get("copy") else None,
             paste=_paste_from_json(paste) if paste is not None else None,
             more_pastes=tuple(more),
+            keep=tuple(Selection.from_json(k, "keep")
+                       for k in _typed(obj.get("keep", []), list, "keep")),
+            protect=_typed(obj.get("protect", 0.0), (int, float), "protect"),
         )
 
 
@@ -279,9 +300,11 @@ def _paste_from_json(obj: Any) -> Paste:
     return Paste(Sample.from_json(obj["sample"]), tuple(obj.get("offset", (0, 0))))
 
 
-def _typed(value: Any, typ: type, what: str) -> Any:
-    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise RewriteError(f"The request's {what} is {value!r}; expected {typ.__name__}.",
+def _typed(value: Any, typ: type | tuple[type, ...], what: str) -> Any:
+    types = typ if isinstance(typ, tuple) else (typ,)
+    if not isinstance(value, types) or (int in types and isinstance(value, bool)):
+        names = " or ".join(t.__name__ for t in types)
+        raise RewriteError(f"The request's {what} is {value!r}; expected {names}.",
                            "fix or re-save the request file.")
     return value
 
