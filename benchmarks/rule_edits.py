@@ -12,7 +12,8 @@ Scenes edits are scored against the world's ground truth (rule_scoring.py), two 
   target IoU = IoU of the target class inside R grown by 2 px; shape collateral = share of the
   pixels outside R whose nearest class changed from the unedited generated image; trunk = the
   same share among trunk pixels. The ceiling: the unedited generator against the original render
-  in the same R (the generator draws the world only ~95% right, so an edit cannot do better);
+  in the same R (the generator draws the world only ~95% right, and worst at edges, so an edit
+  that draws new shapes should not expect more; an erase that fills R flat can exceed it);
 - by colour counting, as before: efficacy = share of the source class's pixels (clear in the
   unedited generated image) that clearly show the target class after; collateral = share of the
   pixels outside the source region whose class changed, and their mean RGB change.
@@ -399,7 +400,9 @@ HOW_TO_READ = (
     "target IoU = IoU of the target class inside R grown by 2 px; shape collateral = share of "
     "the pixels outside R whose nearest-palette class changed; trunk = the same among trunk "
     "pixels. The ceiling (the unedited generator against the original render inside R) is "
-    "given per edit: a perfect edit scores about that, not 100%. Old efficacy: share of the "
+    "given per edit: an edit that draws new shapes as well as the generator draws the world "
+    "scores about that, not 100% (an erase that fills R flat can exceed it). Old efficacy: "
+    "share of the "
     "source class's pixels (clear before) that clearly show the target class after; old "
     "collateral: share of the pixels outside the source class's region whose class changed. "
     "Faces cells: **mean |Δpixel| inside / outside where the context fires (ratio)** (images in "

@@ -30,8 +30,8 @@ roof repainted green but still pointed does not count as a crown:
     r["target_iou"]        # IoU of the target class, edited image vs counterfactual, inside R + 2 px
     r["shape_collateral"]  # outside R: share of pixels whose nearest class changed (1 - preservation)
     r["shape_trunk"]       # outside R: share of trunk pixels whose class changed
-    world_ceiling(before_maps, world, "tree")    # the same scores of the *unedited* generator
-                                                 # against the original render: what it can reach
+    world_ceiling(before_maps, world, "tree")    # the *unedited* generator against the original
+                                                 # render: how exactly it draws what R held
 """
 
 from __future__ import annotations
@@ -241,7 +241,8 @@ def world_ceiling(before_maps: tuple[np.ndarray, np.ndarray], world: dict, targe
     """What the unedited generator reaches against the *original* render: per-pixel agreement
     (strict classes) inside the region R the rule changes, and the target class's IoU over whole
     images. An edit that draws the counterfactual as well as the generator draws the world would
-    score these."""
+    score about these; an edit that fills R with one flat class (an erase) can beat them, since
+    the original shapes there have blurred edges of their own."""
     _, sb = before_maps
     t = class_index(target)
     return {"ceiling_efficacy": _agreement(sb, world["orig"], world["region"]),
