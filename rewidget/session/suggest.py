@@ -259,6 +259,8 @@ def score_candidate(view: _LayerView, edit: Edit, kind: str, index) -> Candidate
     diff = (after[n:] - view.before[n:]).abs().mean(1) / 2  # (P, S, S) in 0..1
     with torch.no_grad():
         match = match_map(view.mem, view.keys[n:], edit.directions) / edit.context_level
+    if match.dim() != 3:  # a Linear layer: one key per sample fires (or not) for all of it
+        match = match.reshape(match.shape[0], -1).amax(1)[:, None, None]
     region = match_region(match, diff.shape[-1])
     spread = float(diff[region].mean()) if region.any() else 0.0
     collateral = float(diff[~region].mean()) if (~region).any() else 0.0
@@ -279,9 +281,10 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
             ranks: Sequence[int] = RANKS, rules: Sequence[str] = RULES,
             kind: str | None = None, solver: str = "exact",
             preview: Sequence[int] = PREVIEW_SEEDS, progress: ProgressFn | None = None,
-            cancel: CancelToken | None = None) -> Suggestion:
+            cancel: CancelToken | None = None, extra: Sequence[Edit] = ()) -> Suggestion:
     """Solve the current selections at every layer × rank × rule and rank the candidates.
 
+    ``extra`` edits (e.g. a hand-chosen setting) are scored and ranked alongside.
     Invariant: the model's weights are bit-for-bit the same afterwards (nothing is installed);
     candidates are solved against the weights installed now.
     """
@@ -307,9 +310,17 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
     done = 0
     # one thread: dozens of small renders and factorizations, each a few ms; with two threads
     # on a loaded 2-core machine every op waits for a descheduled thread (10x slower, serial.py)
+    views: dict[str, _LayerView] = {}
+
+    def view_of(layer: str) -> _LayerView:
+        if layer not in views:
+            views.clear()  # one layer's renders at a time
+            views[layer] = _LayerView(session, layer, samples, held_out, references)
+        return views[layer]
+
     with session.lock, torch.no_grad(), serial():  # the weights stay as they are meanwhile
         for layer in layers:
-            view = _LayerView(session, layer, samples, held_out, references)
+            view = view_of(layer)
             inv = session.inverse(layer)
             problem = None
             for (lay, rule, rank) in settings:
@@ -328,6 +339,8 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
                     skipped.append(f"{layer} rank {rank} {rule}: {e.problem}")
                     continue
                 candidates.append(score_candidate(view, edit, kind, index))
+        for edit in extra:
+            candidates.append(score_candidate(view_of(edit.layer), edit, kind, index))
     report(progress, len(settings), len(settings), "suggest: done")
     if not candidates:
         raise RewriteError("No layer and rank could be solved for these selections: "

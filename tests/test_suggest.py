@@ -1,0 +1,175 @@
+"""Suggestion, preview, gate and protected keys, on the tiny generator (real faces: one check)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from rewidget import RewriteError, RewriteSession
+from rewidget.core.memory import memory_for
+from rewidget.core.requests import Selection
+from rewidget.core.scoring import Reference, frechet_distance, pareto_front, realism_loss
+
+from .conftest import FACES_EYES, FACES_GLASSES, box
+
+
+def weights(s):
+    return {n: s.gen.layer(n).weight.clone() for n in s.gen.layer_names()}
+
+
+def selected(s):
+    m = box(32, 8, 20, 8, 20)
+    s.add_context(1, m)
+    s.add_context(3, m)
+    s.set_copy(2, m)
+    s.set_paste(1, (0, 0))
+    return s
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    s = selected(RewriteSession("tiny", stats_samples=400))
+    return s, s.suggest(ranks=(1, 2, 3))
+
+
+def test_suggest_installs_nothing_and_covers_every_setting(tiny):
+    s, sug = tiny
+    before = weights(s)
+    again = s.suggest(ranks=(1, 2, 3), layers=["main.7", "main.9"])
+    for n, w in before.items():
+        assert torch.equal(w, s.gen.layer(n).weight), n
+    assert len(s.history) == 0
+    seen = {(c.layer, c.rank, c.rule) for c in sug.candidates}
+    assert len(seen) + len(sug.skipped) == len(s.gen.layer_names()) * 3 * 2
+    assert {c.layer for c in again.candidates} <= {"main.7", "main.9"}
+    scores = [c.score for c in sug.candidates]
+    assert scores == sorted(scores, reverse=True)
+    assert any(c.pareto for c in sug.candidates)
+    assert sug.best.pareto or sug.best.score >= max(c.score for c in sug.pareto)
+    for c in sug.candidates:
+        assert set(c.meters) == {"effect", "collateral", "realism"}
+        assert all(m.level in ("green", "amber", "red") and m.why for m in c.meters.values())
+
+
+def test_preview_is_the_edited_render_without_installing(tiny):
+    s, sug = tiny
+    c = sug.best
+    before = weights(s)
+    shown = s.preview(c)
+    for n, w in before.items():
+        assert torch.equal(w, s.gen.layer(n).weight), n
+    s.commit(c, confirm=True)
+    try:
+        installed = s.render()
+    finally:
+        s.undo()
+    assert np.abs(shown.astype(int) - installed.astype(int)).max() <= 1
+    assert not np.array_equal(shown, s.render())
+
+
+def test_a_planted_good_edit_ranks_above_its_destructive_and_empty_versions(tiny):
+    s, sug = tiny
+    good = sug.best.edit
+    wreck = dataclasses.replace(good, factor=good.factor * 40)
+    empty = dataclasses.replace(good, factor=good.factor * 0)
+    planted = s.suggest(layers=[good.layer], ranks=(1,), rules=("cinv",),
+                        extra=[wreck, good, empty])
+    order = [c.edit for c in planted.candidates]
+    assert order.index(good) < order.index(empty) and order.index(good) < order.index(wreck)
+    bad = next(c for c in planted.candidates if c.edit is wreck)
+    assert bad.meters["realism"].level == "red" and bad.blocked
+    assert bad.realism > 10 * max(planted.find(good.layer, 1, "cinv").realism, 1e-3)
+
+
+def test_the_gate_refuses_a_red_candidate_until_confirmed(tiny):
+    s, sug = tiny
+    wreck = dataclasses.replace(sug.best.edit, factor=sug.best.edit.factor * 40)
+    bad = next(c for c in s.suggest(layers=[wreck.layer], ranks=(1,), rules=("cinv",),
+                                     extra=[wreck]).candidates if c.edit is wreck)
+    before = weights(s)
+    with pytest.raises(RewriteError, match="confirm=True"):
+        s.commit(bad)
+    for n, w in before.items():
+        assert torch.equal(w, s.gen.layer(n).weight), n
+    s.commit(bad, confirm=True)
+    assert not torch.equal(before[wreck.layer], s.gen.layer(wreck.layer).weight)
+    s.undo()
+    assert torch.equal(before[wreck.layer], s.gen.layer(wreck.layer).weight)
+
+
+def test_protected_keys_keep_their_values():
+    s = selected(RewriteSession("tiny", stats_samples=400))
+    layer = "main.9"
+    keep_mask = box(32, 20, 30, 2, 30)  # a region of sample 5 the edit must leave alone
+    mem = memory_for(s.gen.layer(layer), layer)
+    keys = s.keys(layer, [5])
+    free = s.compute_edit(s.request(layer=layer, rank=2))
+    s.set_keep(5, keep_mask)
+    kept = s.compute_edit(s.request(layer=layer, rank=2))
+    assert kept.request.keep and kept.request.keep[0].sample.seed == 5
+    rows = mem.key_rows(keys)[torch.from_numpy(
+        keep_mask[::4, ::4].reshape(-1) > 0)]  # the 8×8 key grid under the keep region
+    w0 = mem.weight.detach()
+
+    def change(edit):
+        d = edit.directions.double()
+        return float((rows.double() @ d).norm() / rows.double().norm())
+
+    assert change(kept) < 0.15 * change(free)
+    # the edit still reaches its goal: the paste target's masked error falls
+    assert kept.report["installed"]["l2"] < kept.report["before"]["l2"]
+    assert torch.equal(w0, mem.weight)
+    s.clear_keep()
+    assert s.request(layer=layer).keep == ()
+
+
+def test_keep_and_protect_round_trip_and_are_validated(tmp_path):
+    s = selected(RewriteSession("tiny", stats_samples=400))
+    s.set_keep(5, box(32, 20, 30, 2, 30))
+    s.set_protect(0.5)
+    req = s.request(layer="main.9")
+    again = type(req).from_json(req.to_json())
+    assert again == req and again.protect == 0.5 and isinstance(again.keep[0], Selection)
+    with pytest.raises(RewriteError, match="protect"):
+        s.set_protect(1.5)
+    assert s.protect == 0.5
+    s.compute_edit(req)  # the automatic protection runs
+
+
+def test_frechet_distance_matches_its_definition_for_diagonal_gaussians():
+    mu0, mu1 = torch.tensor([0.0, 1.0]), torch.tensor([1.0, 1.0])
+    c0, c1 = torch.diag(torch.tensor([1.0, 4.0])), torch.diag(torch.tensor([4.0, 1.0]))
+    # diagonal: ‖Δμ‖² + Σ (σ₀ − σ₁)²
+    expect = 1.0 + (1 - 2) ** 2 + (2 - 1) ** 2
+    assert frechet_distance(mu0.double(), c0.double(), mu1.double(), c1.double()) == \
+        pytest.approx(expect)
+    rows = torch.randn(4000, 3, generator=torch.Generator().manual_seed(0))
+    ref = Reference.of(rows)
+    assert ref.distance(rows) < 1e-9
+    assert realism_loss(ref, rows, rows * 3) > 1.0
+    assert realism_loss(ref, rows * 3, rows) == 0.0  # closer to the reference costs nothing
+
+
+def test_pareto_front():
+    assert pareto_front([(1, 1), (2, 0), (0, 0), (1, 1)]) == [True, True, False, True]
+
+
+def test_faces_suggestion_draws_glasses_at_a_hidden_layer(faces_gen, tmp_path):
+    """The real model: the suggestion picks a layer inside the generator (not the output layer)
+    whose edit moves the paste target at least half way to the copied glasses, with realism
+    not red, and installs nothing."""
+    s = RewriteSession(faces_gen, stats_samples=2000, cache_dir=tmp_path)
+    for seed in (1, 7, 9):
+        s.add_context(seed, FACES_EYES)
+    s.set_copy(4, FACES_GLASSES)
+    s.set_paste(1, (0, 0))
+    before = weights(s)
+    sug = s.suggest(layers=["main.3", "main.6", "main.9", "main.12"], ranks=(3, 10),
+                    rules=("whitened",))
+    assert all(torch.equal(w, s.gen.layer(n).weight) for n, w in before.items())
+    best = sug.best
+    assert best.layer != "main.12"
+    assert best.effect >= 0.5
+    assert best.meters["realism"].level != "red"
+    assert best.spread > best.collateral
