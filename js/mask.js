@@ -172,7 +172,7 @@ export function keyAction(e) {
   if (e.key === "[") return { type: "brush", dir: -1 };
   if (e.key === "]") return { type: "brush", dir: 1 };
   if (key === "e") return { type: "eraser" };
-  const tool = { c: "context", x: "copy", v: "paste" }[key];
+  const tool = { c: "context", x: "copy", v: "paste", k: "keep" }[key];
   return tool ? { type: "tool", tool } : null;
 }
 
@@ -180,6 +180,7 @@ export function keyAction(e) {
 export const SHORTCUTS_HELP = [
   "Painter shortcuts (click the image first):",
   "c / x / v  context / copy / paste tool",
+  "k  keep tool: paint what the edit must not change",
   "[ / ]  smaller / bigger brush",
   "e  toggle eraser",
   "Ctrl+Z  undo,  Ctrl+Shift+Z or Ctrl+Y  redo",

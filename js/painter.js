@@ -1,13 +1,13 @@
-// The painter view (anywidget ES module): paint context/copy masks, drag the paste patch.
+// The painter view (anywidget ES module): paint context/copy/keep masks, drag the paste patch.
 // Everything drawn is rebuilt from traits, so a second view or a reopened notebook shows the
 // same state. Masks go to the kernel once per stroke, on pointerup. painter.py removes the
 // import line below and prepends mask.js, since anywidget loads one module string.
 import { SHORTCUTS_HELP, clampPasteOffset, clientToImage, isMaskEmpty, keyAction, maskBBox, maskToRGBA, nextBrushSize, stampSegment, toBytes } from "./mask.js";
 
 /** @type {Record<string, [number, number, number]>} */
-const COLORS = { context: [0, 220, 255], copy: [255, 0, 200] };
-const MASK_TRAIT = { context: "context_mask", copy: "copy_mask" };
-const REDRAW_ON = ["image", "width", "height", "scale", "context_mask", "copy_mask", "paste_patch",
+const COLORS = { context: [0, 220, 255], copy: [255, 0, 200], keep: [110, 90, 255] };
+const MASK_TRAIT = { context: "context_mask", copy: "copy_mask", keep: "keep_mask" };
+const REDRAW_ON = ["image", "width", "height", "scale", "context_mask", "copy_mask", "keep_mask", "paste_patch",
   "paste_offset", "paste_active", "tool", "erasing", "brush_size", "enabled"];
 
 /**
@@ -94,7 +94,7 @@ function render({ model, el }) {
     }
     const tool = model.get("tool");
     if (tool !== "paste") {
-      for (const t of ["context", "copy"]) {
+      for (const t of ["keep", "context", "copy"]) {
         const live = gesture && gesture.kind === "stroke" && gesture.tool === t ? gesture.mask : null;
         const mask = live || traitBytes(MASK_TRAIT[t], w * h);
         if (mask && !isMaskEmpty(mask)) blit(maskToRGBA(mask, COLORS[t], t === tool ? 0.55 : 0.2), 0, 0, 1);

@@ -233,18 +233,20 @@ test("keyAction maps the shortcuts and ignores everything else", () => {
   assert.deepEqual(keyAction({ key: "c" }), { type: "tool", tool: "context" });
   assert.deepEqual(keyAction({ key: "x" }), { type: "tool", tool: "copy" });
   assert.deepEqual(keyAction({ key: "v" }), { type: "tool", tool: "paste" });
+  assert.deepEqual(keyAction({ key: "k" }), { type: "tool", tool: "keep" });
+  assert.deepEqual(keyAction({ key: "K", shiftKey: true }), { type: "tool", tool: "keep" });
   assert.deepEqual(keyAction({ key: "z", ctrlKey: true }), { type: "send", event: "undo" });
   assert.deepEqual(keyAction({ key: "z", metaKey: true }), { type: "send", event: "undo" });
   assert.deepEqual(keyAction({ key: "Z", ctrlKey: true, shiftKey: true }), { type: "send", event: "redo" });
   assert.deepEqual(keyAction({ key: "y", ctrlKey: true }), { type: "send", event: "redo" });
   for (const e of [{ key: "z" }, { key: "c", ctrlKey: true }, { key: "v", metaKey: true },
-    { key: "e", altKey: true }, { key: "a" }, { key: "Enter", shiftKey: true }, { key: "" }, {}]) {
+    { key: "e", altKey: true }, { key: "k", ctrlKey: true }, { key: "a" }, { key: "Enter", shiftKey: true }, { key: "" }, {}]) {
     assert.equal(keyAction(/** @type {any} */ (e)), null, JSON.stringify(e));
   }
 });
 
 test("the help text lists every shortcut", () => {
-  for (const s of ["[", "]", "e", "c", "x", "v", "Ctrl+Z", "Ctrl+Shift+Z", "Ctrl+Y"]) {
+  for (const s of ["[", "]", "e", "c", "x", "v", "k  keep", "Ctrl+Z", "Ctrl+Shift+Z", "Ctrl+Y"]) {
     assert.ok(SHORTCUTS_HELP.includes(s), s);
   }
 });

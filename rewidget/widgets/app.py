@@ -3,12 +3,14 @@
     s = RewriteSession("dcgan-faces")
     app = RewriteApp(s)        # display it: grid, painter, tray, rewrite controls, history
     app.paint("context", mask, seed=3); app.rewrite(); app.wait()   # the same, from code
+    app.suggest(); app.wait(); app.commit(); app.wait()   # preview the best setting, then install
     app.undo()
 
 The app is a view of the session: it listens to the session's events, so headless calls in
 other cells (``s.rewrite()``, ``s.undo()``) show up here too. The kernel's main thread only
 receives widget messages and queues work (tasks.py): session calls run on a light worker
 thread, statistics/solving/search on a heavy-task thread with progress and Cancel.
+Suggest / preview / commit and Rewrite on "auto (suggested)" are in suggesting.py.
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from ..core.requests import Selection
 from ..session import RewriteSession
 from .grid import SampleGrid
 from .history import HistoryList
-from .inspect import LayerInspector
+from .inspect import AUTO, LayerInspector
 from .messages import MessageArea
 from .painter import Painter
 from .selections import parse_seeds, remove_selection, set_copy
+from .suggesting import SuggestFlow
+from .suggestions import SuggestionPanel
 from .tasks import TaskRunner
 from .tray import ContextTray
 from .view import SessionView
@@ -40,12 +44,18 @@ HELP = """How to rewrite a rule
    Each painted sample joins the context tray (click a thumbnail to remove it).
 2. Copy (x): paint the object to insert, on any sample.
 3. Paste (v): click a target sample, then drag the copied object into place.
-4. Rewrite: the layer's weights change so the context produces the pasted object,
-   on every sample. Erase instead makes the context draw what surrounds it.
+   Optional, keep (k): paint what the edit must not change; auto-protect keeps it away
+   from keys where the context does not fire.
+4. Suggest: every layer x rank is solved and scored (effect, collateral, realism:
+   green / amber / red); the best is previewed on the grid, not committed. Click
+   another candidate to preview it; Commit installs it (a red collateral or realism
+   meter asks twice: "Commit anyway?").
+   Rewrite does Suggest + Commit in one click, or uses the layer and rank you picked.
+   Erase instead makes the context draw what surrounds it.
 Context match tints where the context fires; Search finds the samples where it fires most.
 
 Painter shortcuts (click the painter first):
-c / x / v  context / copy / paste tool
+c / x / v / k  context / copy / paste / keep tool
 [ / ]  smaller / bigger brush,  e  eraser
 Ctrl+Z  undo,  Ctrl+Shift+Z or Ctrl+Y  redo"""
 
@@ -71,13 +81,17 @@ def _button(description: str, css: str, icon: str = "", tooltip: str = "", style
     return b
 
 
-class RewriteApp(SessionView, w.VBox):
+class RewriteApp(SessionView, SuggestFlow, w.VBox):
     """The notebook app for one RewriteSession (display it in a cell)."""
 
     #: Seed of the sample shown in the painter.
     sample = t.Int(0)
-    #: True while a heavy task (statistics, rewrite, search, replay) runs.
+    #: True while a heavy task (statistics, suggestion, rewrite, search, replay) runs.
     busy = t.Bool(False)
+    #: The layer Rewrite uses; "" = auto: the suggestion's best layer (the default).
+    layer_choice = t.Unicode("")
+    #: The rank Rewrite uses; 0 = auto: the suggestion's best rank (the default).
+    rank_choice = t.Int(0)
 
     def __init__(self, session: RewriteSession, *, columns: int = 4, grid_scale: int | None = None,
                  painter_scale: int | None = None, pool: int = 1000, preload: bool = True,
@@ -87,6 +101,7 @@ class RewriteApp(SessionView, w.VBox):
         size = session.gen.image_size
         self._size = size
         self._init_view()
+        self._init_suggest()
         self.last_stroke_at = 0.0  # time.time() when the last stroke reached the kernel
         self.last_click_at = 0.0  # time.time() when the last Rewrite/Erase click arrived
 
@@ -113,11 +128,13 @@ class RewriteApp(SessionView, w.VBox):
                            "color:#555'>? help &amp; shortcuts</span>")
         # rewrite controls
         self.inspector = LayerInspector()
-        self.rank = w.BoundedIntText(value=s.rank, min=1, max=32, description="Rank",
-                                     tooltip="How many directions the edit may change (1 is the "
-                                             "paper's rank-one update)",
-                                     layout=w.Layout(width="110px"),
-                                     style={"description_width": "38px"})
+        self.rank = w.Dropdown(options=[("auto", 0)] + [(str(r), r) for r in range(1, 33)],
+                               value=0, description="Rank",
+                               tooltip="How many directions the edit may change (1 is the "
+                                       "paper's rank-one update); auto: the suggestion's best",
+                               layout=w.Layout(width="130px"),
+                               style={"description_width": "38px"})
+        self.rank.add_class("rewidget-rank")
         self.solver = w.ToggleButtons(options=[("exact", "exact"), ("iterative", "iterative")],
                                       value=s.solver, style={"button_width": "96px"},
                                       tooltips=["one least-squares solve (fast)",
@@ -126,8 +143,19 @@ class RewriteApp(SessionView, w.VBox):
                                       description="Strength", continuous_update=False,
                                       readout_format=".2f", layout=w.Layout(width="250px"),
                                       style={"description_width": "58px"})
+        self.protect = w.Checkbox(value=s.protect > 0, description="auto-protect", indent=False,
+                                  tooltip="Keep the edit away from keys sampled where the context "
+                                          "does not fire (protects 90% of their energy)",
+                                  layout=w.Layout(width="120px"))
+        self.protect.add_class("rewidget-protect")
+        self.suggest_button = _button("Suggest", "rewidget-suggest", "lightbulb-o",
+                                      "Solve every layer × rank, score each, preview the best "
+                                      "(nothing is installed)", "info")
+        self.suggestions = SuggestionPanel()
+        self.inspector.side.children = [self.suggestions.chart]  # beside the heatmaps too
         self.rewrite_button = _button("Rewrite", "rewidget-rewrite", "magic",
-                                      "Make the context produce the pasted object", "success")
+                                      "Make the context produce the pasted object (auto: the "
+                                      "suggestion's best layer and rank)", "success")
         self.erase_button = _button("Erase", "rewidget-erase", "eraser",
                                     "Make the context produce what surrounds it")
         self.undo_button = _button("Undo", "rewidget-undo", "undo", "Undo the last edit (Ctrl+Z)")
@@ -138,9 +166,11 @@ class RewriteApp(SessionView, w.VBox):
         # painter and its tools
         self.painter = Painter(scale=painter_scale)
         self.tool = w.ToggleButtons(
-            options=[("context", "context"), ("copy", "copy"), ("paste", "paste")],
+            options=[("context", "context"), ("copy", "copy"), ("paste", "paste"),
+                     ("keep", "keep")],
             tooltips=["c: paint where the rule applies", "x: paint the object to copy",
-                      "v: drag the copied object into place"],
+                      "v: drag the copied object into place",
+                      "k: paint what the edit must not change"],
             style={"button_width": "66px"})
         self.tool.add_class("rewidget-tool")
         self.brush = w.IntSlider(value=self.painter.brush_size, min=1, max=64,
@@ -157,7 +187,7 @@ class RewriteApp(SessionView, w.VBox):
                                     "Clear the current tool's selection on this sample",
                                     width="70px")
         self.clear_all_button = _button("Clear all", "rewidget-clear-all", "trash",
-                                        "Clear context, copy and paste everywhere",
+                                        "Clear context, copy, paste and keep everywhere",
                                         width="100px")
         self.clear_all_button.layout.flex = "0 0 auto"
         self.painter_caption = w.HTML("", layout=w.Layout(width=f"{self._size * painter_scale}px"))
@@ -206,8 +236,9 @@ class RewriteApp(SessionView, w.VBox):
     def _layout(self) -> list[w.Widget]:
         row = w.Layout(flex_flow="row wrap", align_items="center")
         controls = w.VBox([
-            w.HBox([self.inspector.selector, self.rank, self.solver, self.strength], layout=row),
-            w.HBox([self.rewrite_button, self.erase_button,
+            w.HBox([self.inspector.selector, self.rank, self.solver, self.strength,
+                    self.protect], layout=row),
+            w.HBox([self.suggest_button, self.rewrite_button, self.erase_button,
                     w.HTML("<span style='display:inline-block;width:18px'></span>"),
                     self.undo_button, self.redo_button, self.reset_button], layout=row),
         ])
@@ -217,7 +248,7 @@ class RewriteApp(SessionView, w.VBox):
              self.painter, self.painter_caption],
             layout=w.Layout(align_items="flex-start", margin="0 12px 0 0"))
         grid_box = w.VBox([self.grid, self.grid_tools], layout=w.Layout(align_items="flex-start"))
-        main = w.HBox([painter_box, grid_box],
+        main = w.HBox([painter_box, grid_box, self.suggestions],
                       layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
         files = w.VBox([
             w.HBox([self.request_path, self.save_button, self.load_button, self.replay_button],
@@ -227,7 +258,8 @@ class RewriteApp(SessionView, w.VBox):
                    layout=row),
         ])
         self.more = w.Accordion([self.inspector, files], selected_index=None)
-        self.more.set_title(0, "Layers and heatmaps: which channels respond to the painted region")
+        self.more.set_title(0, "Layers and heatmaps: which channels respond to the painted "
+                               "region; the suggestion per layer")
         self.more.set_title(1, "Save, load and export")
         return [w.HBox([self.title, self.help], layout=w.Layout(align_items="center")),
                 controls, self.tasks, self.messages,
@@ -258,11 +290,18 @@ class RewriteApp(SessionView, w.VBox):
                                             if ch["new"].strip() else None), names="value")
         self.search_button.on_click(self._guard(lambda _: self.search()))
         self.tray.on_remove(self._guard(self._remove_context))
-        self.inspector.observe(self._guard(lambda ch: self.set_layer(ch["new"])), names="layer")
+        self.inspector.on_pick(self._guard(self.set_layer))
+        self.observe(lambda _: self._mark("layers", "status"), names=["layer_choice"])
         self.inspector.schedule = lambda fn: self.tasks.submit(fn, "Drawing heatmaps")
         self.more.observe(lambda ch: self._mark("inspect") if ch["new"] == 0 else None,
                           names="selected_index")
-        self.rank.observe(self._guard(self._on_rank), names="value")
+        w.link((self.rank, "value"), (self, "rank_choice"))
+        self.observe(self._guard(self._on_rank), names="rank_choice")
+        self.protect.observe(self._guard(self._on_protect), names="value")
+        self.suggest_button.on_click(self._guard(lambda _: self._clicked() or self.suggest()))
+        self.suggestions.observe(self._guard(self._on_pick), names="selected")
+        self.suggestions.on_commit(self._guard(lambda: self._clicked() or self.commit()))
+        self.suggestions.on_discard(self._guard(lambda: self.discard()))
         self.solver.observe(self._guard(self._on_solver), names="value")
         self.rewrite_button.on_click(self._guard(lambda _: self._clicked() or self.rewrite()))
         self.erase_button.on_click(self._guard(lambda _: self._clicked() or self.erase()))
@@ -329,6 +368,9 @@ class RewriteApp(SessionView, w.VBox):
             p.clear("copy")
             p.clear("paste")
             self._submit(self._drop_copy, "Clearing the copy")
+        elif tool == "keep":
+            p.clear("keep")
+            self._submit(lambda: self.session.set_keep(seed, None), "Clearing the keep region")
         else:
             with p.hold_sync():
                 p.paste_active, p.paste_offset = False, [0, 0]
@@ -370,16 +412,27 @@ class RewriteApp(SessionView, w.VBox):
         self.tasks.run(f"Searching {pool:,} samples for the context", job, done)
 
     def set_layer(self, name: str) -> None:
-        """Make ``name`` the edit layer, collecting or loading its statistics first."""
-        if name == self.session.layer or not name:
+        """Make ``name`` the edit layer (Rewrite uses it), collecting or loading its statistics
+        first; AUTO ("") goes back to "auto (suggested)"."""
+        if name == AUTO:
+            self.layer_choice = AUTO
+        elif name == self.session.layer and name == self.layer_choice:
             return
-        if self._stats_ready(name):
-            self._submit(lambda: self.session.set_layer(name), "Switching layer")
+        elif self._stats_ready(name):
+            self._submit(lambda: self._use_layer(name), "Switching layer")
         else:
             self._load_statistics(name, then_set_layer=True)
 
+    def _use_layer(self, name: str) -> None:
+        self.session.set_layer(name)
+        self.layer_choice = name
+
     def rewrite(self, kind: str = "paste") -> bool:
-        """Compute and install an edit from the current selections (in the background)."""
+        """Compute and install an edit from the current selections (in the background): at the
+        picked layer and rank, or, with either on auto, the suggestion's best (a candidate with
+        a red meter is previewed and waits for "Commit anyway?")."""
+        if not (self.layer_choice and self.rank_choice):
+            return self._rewrite_by_suggestion(kind)
         s, strength = self.session, float(self.strength.value)
         verb = "Rewriting" if kind == "paste" else "Erasing"
         title = f"{verb} {s.layer} (rank {s.rank}, {s.solver})"
@@ -436,6 +489,8 @@ class RewriteApp(SessionView, w.VBox):
         def job() -> None:
             req = self.session.load_request(path)
             self.session.use_request(req)
+            with self.hold_trait_notifications():  # the request's layer and rank are chosen
+                self.layer_choice, self.rank_choice = req.layer, req.rank
             self.messages.success(f"Loaded {path}: {req.kind} @ {req.layer}, rank {req.rank}, "
                                   f"{len(req.context)} context sample(s). Press Rewrite to apply.")
         self._submit(job, "Loading the request")
@@ -487,14 +542,18 @@ class RewriteApp(SessionView, w.VBox):
 
     # -- event handlers -------------------------------------------------------------------------
     def _on_session(self, event: str, **_: Any) -> None:
+        self._invalidate(event)
+        if event == "layer" and self.layer_choice and self.layer_choice != self.session.layer:
+            self.layer_choice = self.session.layer  # set in code: still a layer, not auto
         self._mark(*_STALE[event])
 
     def _on_stroke(self, tool: str) -> None:
         self.last_stroke_at = time.time()  # read by benchmarks/browser_latency.py
         seed, p = self.sample, self.painter
-        if tool in ("context", "copy"):
+        if tool in ("context", "copy", "keep"):
             mask = p.mask(tool)  # read now: the trait may change before the job runs
-            setter = self._set_context if tool == "context" else self._set_copy
+            setter = {"context": self._set_context, "copy": self._set_copy,
+                      "keep": self.session.set_keep}[tool]
             job, what = (lambda: setter(seed, mask)), tool.capitalize()
         elif tool == "paste" and p.paste_active:
             off = (float(p.paste_offset[0]), float(p.paste_offset[1]))
@@ -538,14 +597,24 @@ class RewriteApp(SessionView, w.VBox):
             self._load_statistics(self.session.layer, then_set_layer=False)
 
     def _remove_context(self, index: int) -> None:
-        ctx = self.session.context
+        """A tray thumbnail was clicked: the context entries come first, then the keep regions."""
+        ctx, keep = self.session.context, self.session.keep
         if 0 <= index < len(ctx):
             sel = ctx[index]
             self._submit(lambda: self._remove_selection(sel), "Removing a context entry")
+        elif 0 <= index - len(ctx) < len(keep):
+            sample = keep[index - len(ctx)].sample
+            self._submit(lambda: self.session.set_keep(sample, None), "Removing a keep region")
 
     def _on_rank(self, change: dict) -> None:
-        self.session.rank = int(change["new"])
+        if change["new"]:
+            self.session.rank = int(change["new"])
         self._mark("status")
+
+    def _on_protect(self, change: dict) -> None:
+        share = 0.9 if change["new"] else 0.0
+        if share != self.session.protect:  # not an echo of the session's own value
+            self._submit(lambda: self.session.set_protect(share), "Setting auto-protect")
 
     def _on_solver(self, change: dict) -> None:
         self.session.solver = change["new"]
@@ -557,11 +626,12 @@ class RewriteApp(SessionView, w.VBox):
     def _on_busy(self, change: dict) -> None:
         busy = change["new"]
         self.busy = busy
-        for b in (self.rewrite_button, self.erase_button, self.undo_button, self.redo_button,
-                  self.reset_button, self.search_button, self.replay_button,
+        for b in (self.suggest_button, self.rewrite_button, self.erase_button, self.undo_button,
+                  self.redo_button, self.reset_button, self.search_button, self.replay_button,
                   self.load_delta_button, self.load_button):
             b.disabled = busy
         self.inspector.selector.disabled = busy
+        self.suggestions.busy = busy
         if not busy:
             self._mark("layers")
 
@@ -613,11 +683,11 @@ class RewriteApp(SessionView, w.VBox):
 
         def done(_, secs):
             if then_set_layer:
-                s.set_layer(layer)
+                self._use_layer(layer)
             self.messages.info(f"Statistics for {layer} ready ({secs:.1f} s; cached on disk).")
 
-        return self.tasks.run(f"Statistics for {layer} ({s.stats_samples:,} samples; needed to "
-                              "rewrite, cached on disk)", job, done)
+        return self.tasks.run(f"Statistics for {layer} ({s.samples_for(layer):,} samples; "
+                              "needed to rewrite, cached on disk)", job, done)
 
 def _attr(text: str) -> str:
     import html

@@ -4,15 +4,19 @@
     grid.set_samples(["seed 0", ...], edited, original=None, match=None, tags=None)
     grid.view = "original"      # before/after toggle ("edited" | "original")
     grid.compare = True         # each sample as an original | edited pair
+    grid.set_samples(labels, preview, original=now, preview="main.6 · rank 6")  # not committed
     grid.on_select(lambda i: print("clicked sample", i))
 
 The images are (N, S, S, 3) uint8 from the session; the grid composes one RGBA picture (tiles,
 match tint, labels, tags, the selected frame) and shows it on one canvas (class
-``rewidget-grid``). The toolbar holds the view controls; the app appends its own.
+``rewidget-grid``). The toolbar holds the view controls; the app appends its own. A preview
+(an edit shown but not installed) frames every tile in orange, badges it "preview" and says
+so in the caption; side by side it pairs the model as it is ("now") with the preview.
 """
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -43,6 +47,8 @@ class SampleGrid(w.VBox):
     columns = t.Int(4)
     #: Display pixels per image pixel.
     scale = t.Int(2)
+    #: Label of the edit the tiles preview, not committed ("" = the tiles show the model).
+    preview = t.Unicode("")
 
     def __init__(self, columns: int = 4, scale: int = 2, **kwargs: Any) -> None:
         self.canvas = ImageCanvas("rewidget-grid")
@@ -78,15 +84,18 @@ class SampleGrid(w.VBox):
         self.schedule: Callable[[Callable[[], None]], Any] = lambda fn: fn()
         self.canvas.on_click(self._on_click)
         self.observe(self._changed, names=["view", "compare", "show_match", "selected", "columns",
+                                           "preview",
                                            "scale"])
 
     # -- data ------------------------------------------------------------------------------------
     def set_samples(self, labels: Sequence[str], edited: np.ndarray,
                     original: np.ndarray | None = None, match: np.ndarray | None = None,
                     tags: Sequence[Sequence[tuple[str, tuple[int, int, int]]]] | None = None,
-                    selected: int | None = None) -> None:
+                    selected: int | None = None, preview: str = "") -> None:
         """Images (N, S, S, 3) uint8; ``match`` (N, h, w) floats, 1.0 = as strong as the context;
-        ``tags`` small coloured labels per sample; ``selected`` the framed sample."""
+        ``tags`` small coloured labels per sample; ``selected`` the framed sample; ``preview``
+        the label of a not-committed edit that ``edited`` shows ("" = none; ``original`` is
+        then the model as it is, for side by side)."""
         n = len(labels)
         if edited.shape[0] != n or (original is not None and original.shape[0] != n):
             raise ValueError(f"{n} labels but {edited.shape[0]} images")
@@ -94,12 +103,13 @@ class SampleGrid(w.VBox):
         self._edited, self._original = edited, original
         self._match = None if match is None else np.asarray(match, np.float32)
         self._tags = [list(x) for x in tags] if tags is not None else [[] for _ in range(n)]
-        if selected is not None:
-            self._quiet = True
-            try:
+        self._quiet = True
+        try:
+            if selected is not None:
                 self.selected = selected
-            finally:
-                self._quiet = False
+            self.preview = preview
+        finally:
+            self._quiet = False
         self.redraw()
 
     @property
@@ -153,23 +163,27 @@ class SampleGrid(w.VBox):
         tile, cell, rows, width, height = self._geometry()
         out = px.canvas(height, width)
         show_original = self.view == "original" and self._original is not None
+        preview = bool(self.preview)
         for i, label in enumerate(self._labels):
             x, y = self.tile_origin(i)
             tiles: list[tuple[int, np.ndarray, str]] = []
             if self.compare and self._original is not None:
-                tiles.append((x - tile - 2, self._original[i], "before"))
-                tiles.append((x, self._edited[i], "after"))
+                tiles.append((x - tile - 2, self._original[i], "now" if preview else "before"))
+                tiles.append((x, self._edited[i], "preview" if preview else "after"))
             else:
                 tiles.append((x, (self._original if show_original else self._edited)[i],
-                              "original" if show_original else ""))
+                              "original" if show_original else "preview" if preview else ""))
             for tx, img, badge in tiles:
+                if badge == "preview":
+                    px.frame(out, tx, y, tile, tile, px.PREVIEW_RGB, 3)
                 im = px.upscale(img, self.scale)
                 if self.show_match and self._match is not None:
                     im = px.overlay(im, self._match[i], px.MATCH_RGB, 0.55)
                 px.paste(out, im, tx, y)
                 if badge:
+                    bg = (200, 85, 0) if badge == "preview" else (60, 60, 60)
                     px.draw_text(out, badge, (tx + tile - px.text_width(badge, 10) - 4, y + 3),
-                                 bg=(60, 60, 60), size=10)
+                                 bg=bg, size=10)
             px.draw_text(out, label, (x + 4, y + tile - 15), size=11)
             tx = (x - tile - 2 if self.compare else x) + 3
             for text, rgb in self._tags[i] if i < len(self._tags) else []:
@@ -193,8 +207,15 @@ class SampleGrid(w.VBox):
         mode = "original | edited" if self.compare else self.view
         match = " · yellow tint: where the context fires (1.0 = as strong as painted)" \
             if self.show_match else ""
-        self.caption.value = (f"<span style='font-size:12px;color:#666'>Showing: {mode}{match}. "
-                              "Click a sample to paint on it.</span>")
+        note = ""
+        if self.preview:
+            mode = "now | preview" if self.compare else \
+                "original" if self.view == "original" else "preview"
+            note = (f"<b class='rewidget-preview-note' style='color:#c85500'>PREVIEW of "
+                    f"{html.escape(self.preview)} — not committed.</b> Commit installs it, "
+                    "Discard shows the model again.<br>")
+        self.caption.value = (f"<span style='font-size:12px;color:#666'>{note}Showing: {mode}"
+                              f"{match}. Click a sample to paint on it.</span>")
 
     # -- events ----------------------------------------------------------------------------------
     def on_select(self, callback: Callable[[int], Any], remove: bool = False) -> None:

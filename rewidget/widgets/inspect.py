@@ -2,12 +2,15 @@
 
     insp = LayerInspector()
     insp.set_layers(session.layers(), current="main.6")     # selector options with resolutions
+    insp.set_layers(session.layers(), current=AUTO)         # "auto (suggested)": no layer picked
+    insp.on_pick(lambda name: ...)                          # the user picked (AUTO or a layer)
     insp.set_heatmaps(rgb, session.channel_heatmaps(3, mask), "seed 3")
     insp.selector                                           # the Dropdown (the app places it)
     insp.panel                                              # heatmap thumbnails + large view
 
 Thumbnails (canvas class ``rewidget-heatmaps``) show each layer's top channels for the painted
 region over a grey copy of the sample; a click shows one large (``rewidget-heatmap-large``).
+``insp.side`` holds what the app shows beside them (the suggestion's per-layer chart).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 import ipywidgets as w
 import numpy as np
 import traitlets as t
+from ipywidgets import CallbackDispatcher
 
 from . import pixels as px
 from .imagecanvas import ImageCanvas
@@ -27,6 +31,8 @@ LABEL_W = 118
 GAP = 6
 ROW_H = THUMB + 18
 LARGE = 256
+AUTO = ""  # the selector's "auto (suggested)" value: Rewrite uses the suggestion's layer
+AUTO_LABEL = "auto (suggested) · Rewrite uses the best layer"
 
 
 def layer_label(info: dict) -> str:
@@ -43,14 +49,15 @@ def layer_label(info: dict) -> str:
 class LayerInspector(w.VBox):
     """The layer selector and the per-layer channel heatmaps of the painted region."""
 
-    #: The layer chosen in the selector (the app makes it the edit layer).
+    #: The layer chosen in the selector (the app makes it the edit layer); "" = auto (suggested).
     layer = t.Unicode("")
     #: "layer/position" of the enlarged heatmap, "" for none.
     enlarged = t.Unicode("")
 
     def __init__(self, **kwargs: Any) -> None:
         self.selector = w.Dropdown(description="Layer", options=[],
-                                   tooltip="The layer whose rule is rewritten",
+                                   tooltip="The layer whose rule is rewritten; auto: the one "
+                                           "Suggest finds best for your selections",
                                    layout=w.Layout(width="430px"),
                                    style={"description_width": "44px"})
         self.selector.add_class("rewidget-layer")
@@ -58,15 +65,18 @@ class LayerInspector(w.VBox):
         self.large = ImageCanvas("rewidget-heatmap-large")
         self.caption = w.HTML("")
         self.large_caption = w.HTML("")
+        self.side = w.VBox([], layout=w.Layout(align_items="flex-start", margin="0 0 0 12px"))
         self.panel = w.VBox([self.caption, w.HBox(
             [self.canvas, w.VBox([self.large, self.large_caption],
-                                 layout=w.Layout(align_items="flex-start", margin="0 0 0 12px"))],
+                                 layout=w.Layout(align_items="flex-start", margin="0 0 0 12px")),
+             self.side],
             layout=w.Layout(align_items="flex-start", flex_flow="row wrap"))])
         super().__init__([self.panel], **kwargs)
         self._image: np.ndarray | None = None
         self._heat: dict[str, list[dict]] = {}
         self._rows: list[str] = []
         self._setting = False
+        self._picks = CallbackDispatcher()
         self.selector.observe(self._on_pick, names="value")
         self.canvas.on_click(self._on_click)
         #: How a click's redraw runs: now (default), or handed to the app's worker.
@@ -76,8 +86,9 @@ class LayerInspector(w.VBox):
 
     # -- layers ---------------------------------------------------------------------------------
     def set_layers(self, layers: Sequence[dict], current: str) -> None:
-        """Options from ``session.layers()``; selects ``current`` without firing a change."""
-        options = [(layer_label(info), info["name"]) for info in layers]
+        """Options from ``session.layers()`` after "auto (suggested)"; selects ``current`` (a
+        layer name or AUTO) without calling ``on_pick``."""
+        options = [(AUTO_LABEL, AUTO)] + [(layer_label(info), info["name"]) for info in layers]
         self._setting = True
         try:
             with self.selector.hold_sync():
@@ -88,9 +99,14 @@ class LayerInspector(w.VBox):
         finally:
             self._setting = False
 
+    def on_pick(self, callback: Callable[[str], Any], remove: bool = False) -> None:
+        """Call ``callback(name)`` when the user picks a layer (AUTO: "auto (suggested)")."""
+        self._picks.register_callback(callback, remove=remove)
+
     def _on_pick(self, change: dict) -> None:
         if not self._setting and change["new"] is not None:
             self.layer = change["new"]
+            self._picks(change["new"])
 
     # -- heatmaps -------------------------------------------------------------------------------
     def set_heatmaps(self, image: np.ndarray | None, heat: dict[str, list[dict]],

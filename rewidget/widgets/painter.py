@@ -25,7 +25,8 @@ from ipywidgets.widgets.trait_types import bytes_serialization
 
 from .pixels import to_rgba
 
-TOOLS = ("context", "copy", "paste")
+TOOLS = ("context", "copy", "paste", "keep")
+MASK_TOOLS = ("context", "copy", "keep")  # the tools that paint a mask
 SHORTCUT_EVENTS = ("undo", "redo")
 
 _JS_FILES = ("mask.js", "painter.js")
@@ -87,7 +88,7 @@ class Painter(anywidget.AnyWidget):
     height = t.Int(64).tag(sync=True)
     #: Display pixels per image pixel (64 px at scale 6 shows as 384 px, pixelated).
     scale = t.Int(6).tag(sync=True)
-    #: Active tool: "context" and "copy" paint masks, "paste" drags the paste patch.
+    #: Active tool: "context", "copy" and "keep" paint masks, "paste" drags the paste patch.
     tool = t.Unicode("context").tag(sync=True)
     #: Brush diameter in image pixels, 1..64 (`[` and `]` change it in the browser).
     brush_size = t.Int(6).tag(sync=True)
@@ -97,6 +98,8 @@ class Painter(anywidget.AnyWidget):
     context_mask = t.Bytes(b"").tag(sync=True, **bytes_serialization)
     #: Copy mask, uint8 width*height; b"" is no mask. Written by the browser.
     copy_mask = t.Bytes(b"").tag(sync=True, **bytes_serialization)
+    #: Keep mask (what the edit must not change), uint8 width*height; b"" is none. Browser-written.
+    keep_mask = t.Bytes(b"").tag(sync=True, **bytes_serialization)
     #: The copied object as RGBA width*height*4 at its source position, alpha = copy mask.
     paste_patch = t.Bytes(b"").tag(sync=True)
     #: [dx, dy] in image pixels that moves the paste patch to its target; written on drag end.
@@ -135,7 +138,7 @@ class Painter(anywidget.AnyWidget):
             raise t.TraitError(f"{proposal['trait'].name} must be >= 1; got {proposal['value']}")
         return proposal["value"]
 
-    @t.validate("image", "paste_patch", "context_mask", "copy_mask")
+    @t.validate("image", "paste_patch", "context_mask", "copy_mask", "keep_mask")
     def _valid_size(self, proposal: dict) -> bytes:
         name, value = proposal["trait"].name, proposal["value"]
         channels = 4 if name in ("image", "paste_patch") else 1
@@ -164,7 +167,7 @@ class Painter(anywidget.AnyWidget):
             alpha = np.frombuffer(self.paste_patch, np.uint8).reshape(h, w, 4)[..., 3]
             out = _shift(alpha, *self.paste_offset)
         else:
-            data = self.context_mask if tool == "context" else self.copy_mask
+            data = getattr(self, f"{tool}_mask")
             if not data:
                 return None
             out = np.frombuffer(data, np.uint8).reshape(h, w)
@@ -173,9 +176,10 @@ class Painter(anywidget.AnyWidget):
         return out.astype(np.float32) / 255.0
 
     def set_mask(self, tool: str, mask: np.ndarray | None) -> None:
-        """Set the "context" or "copy" mask from an (H, W) array in [0, 1] (or uint8), None clears."""
-        if tool not in ("context", "copy"):
-            raise ValueError(f"set_mask takes 'context' or 'copy'; got {tool!r}")
+        """Set the "context", "copy" or "keep" mask from an (H, W) array in [0, 1] (or uint8);
+        None clears."""
+        if tool not in MASK_TOOLS:
+            raise ValueError(f"set_mask takes {', '.join(map(repr, MASK_TOOLS))}; got {tool!r}")
         data = b""
         if mask is not None:
             arr = np.asarray(mask)
@@ -187,7 +191,7 @@ class Painter(anywidget.AnyWidget):
         setattr(self, f"{tool}_mask", data)
 
     def set_image(self, image: Any) -> None:
-        """Show a (H, W, 3) or (H, W, 4) uint8 image; clears both masks and the paste placement.
+        """Show a (H, W, 3) or (H, W, 4) uint8 image; clears the masks and the paste placement.
 
         The paste patch is kept when the size is unchanged, so a copied object can be pasted into
         the next sample; its offset resets to [0, 0] and `paste_active` to False.
@@ -201,6 +205,7 @@ class Painter(anywidget.AnyWidget):
             self.image = rgba.tobytes()
             self.context_mask = b""
             self.copy_mask = b""
+            self.keep_mask = b""
             if not keep_patch:
                 self.paste_patch = b""
             self.paste_offset = [0, 0]
@@ -225,7 +230,8 @@ class Painter(anywidget.AnyWidget):
             self.paste_active = False
 
     def clear(self, tool: str | None = None) -> None:
-        """Clear one tool's state ("context", "copy", or "paste": patch and placement), or all."""
+        """Clear one tool's state ("context", "copy", "keep", or "paste": patch and placement),
+        or all."""
         if tool is not None and tool not in TOOLS:
             raise ValueError(f"tool must be one of {', '.join(TOOLS)} or None; got {tool!r}")
         with self.hold_sync():
@@ -233,6 +239,8 @@ class Painter(anywidget.AnyWidget):
                 self.context_mask = b""
             if tool in (None, "copy"):
                 self.copy_mask = b""
+            if tool in (None, "keep"):
+                self.keep_mask = b""
             if tool in (None, "paste"):
                 self.paste_patch = b""
                 self.paste_offset = [0, 0]

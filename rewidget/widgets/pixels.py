@@ -20,6 +20,8 @@ from PIL import Image, ImageDraw, ImageFont
 CONTEXT_RGB = (0, 220, 255)
 COPY_RGB = (255, 0, 200)
 PASTE_RGB = (120, 230, 60)
+KEEP_RGB = (110, 90, 255)
+PREVIEW_RGB = (255, 120, 0)  # the frame around a grid that shows an edit not committed
 MATCH_RGB = (255, 196, 0)
 SELECTED_RGB = (255, 235, 60)
 BACKGROUND_RGB = (245, 245, 245)

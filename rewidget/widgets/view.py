@@ -12,6 +12,7 @@ its lock, on the worker thread, never on the kernel's main thread.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -87,12 +88,13 @@ class SessionView:
 
     def _refresh_layers(self) -> None:
         s = self.session
-        self.inspector.set_layers(s.layers(), s.layer)
-        with self.rank.hold_sync():
-            if self.rank.value != s.rank:
-                self.rank.value = s.rank
+        self.inspector.set_layers(s.layers(), self.layer_choice)
+        if self.rank.value != self.rank_choice:
+            self.rank.value = self.rank_choice
         if self.solver.value != s.solver:
             self.solver.value = s.solver
+        if self.protect.value != (s.protect > 0):
+            self.protect.value = s.protect > 0
 
     def _refresh_grid(self) -> None:
         s = self.session
@@ -105,8 +107,13 @@ class SessionView:
                 self._grid_key = key
                 for smp, img in zip(samples, self._grid_edited, strict=True):
                     self._remember((smp, token), img)
-            original = None
-            if self.grid.needs_original:
+            shown, original = self._grid_edited, None
+            preview = self._preview
+            if preview is not None:  # an edit shown, not installed: "now" | preview side by side
+                shown = self._preview_images(preview, samples)
+                if self.grid.compare:
+                    original = self._grid_edited
+            if original is None and self.grid.needs_original:
                 original = s.render(samples, original=True)  # the session caches the forward
             match = None
             if self.grid.show_match and s.context and self._stats_ready(s.layer):
@@ -114,9 +121,13 @@ class SessionView:
         labels = [smp.label() + (f" · {float(match[i].max()):.2f}" if match is not None else "")
                   for i, smp in enumerate(samples)]
         sel = Sample(self.sample)
-        self.grid.set_samples(labels, self._grid_edited, original, match,
+        self.grid.set_samples(labels, shown, original, match,
                               [self._tags(smp) for smp in samples],
-                              selected=next((i for i, smp in enumerate(samples) if smp == sel), -1))
+                              selected=next((i for i, smp in enumerate(samples) if smp == sel), -1),
+                              preview=preview.label() if preview is not None else "")
+        if preview is not None and self.last_pick_at:
+            self.last_preview_seconds = time.time() - self.last_pick_at
+            self.last_pick_at = 0.0
 
     def _tags(self, sample: Sample) -> list[tuple[str, tuple[int, int, int]]]:
         s, tags = self.session, []
@@ -127,15 +138,18 @@ class SessionView:
         pasted = [p.sample for _, p in s.more_pastes] + ([s.paste.sample] if s.paste else [])
         if sample in pasted:
             tags.append(("paste", px.PASTE_RGB))
+        if any(k.sample == sample for k in s.keep):
+            tags.append(("keep", px.KEEP_RGB))
         return tags
 
-    def _masks_for(self, sample: Sample) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """The session's context and copy masks on ``sample`` (uint8) or None."""
+    def _masks_for(self, sample: Sample) -> tuple[np.ndarray | None, ...]:
+        """The session's context, copy and keep masks on ``sample`` (uint8) or None."""
         s = self.session
         ctx = [c.mask for c in s.context if c.sample == sample]
         context = np.maximum.reduce(ctx) if ctx else None
         copy = s.copy.mask if s.copy is not None and s.copy.sample == sample else None
-        return context, copy
+        keep = next((k.mask for k in s.keep if k.sample == sample), None)
+        return context, copy, keep
 
     def _build_patch(self) -> None:
         s, p = self.session, self.painter
@@ -156,19 +170,20 @@ class SessionView:
         img = px.to_rgba(self._image(sample))
         with self._dirty_lock:
             pending = self._pending_strokes > 0
-        before = (p.context_mask, p.copy_mask, p.paste_offset, p.paste_active)
-        context, copy = self._masks_for(sample)
+        before = (p.context_mask, p.copy_mask, p.paste_offset, p.paste_active, p.keep_mask)
+        context, copy, keep = self._masks_for(sample)
         paste = s.paste if s.paste is not None and s.paste.sample == sample else None
         with p.hold_sync():
             if p.image != img.tobytes() or (p.height, p.width) != img.shape[:2]:
                 p.set_image(img)  # clears masks and the paste placement; restored below
             self._build_patch()
             if pending:  # a stroke is on its way to the session: keep what the user sees
-                p.context_mask, p.copy_mask = before[0], before[1]
+                p.context_mask, p.copy_mask, p.keep_mask = before[0], before[1], before[4]
                 p.paste_offset, p.paste_active = before[2], before[3]
             else:
                 p.set_mask("context", context)
                 p.set_mask("copy", copy)
+                p.set_mask("keep", keep)
                 if paste is not None and p.paste_patch:
                     p.paste_offset = [int(round(v)) for v in paste.offset]
                     p.paste_active = True
@@ -180,7 +195,8 @@ class SessionView:
         tool = self.painter.tool
         what = {"context": "paint where the rule applies",
                 "copy": "paint the object to copy",
-                "paste": "drag the copied object into place"}[tool]
+                "paste": "drag the copied object into place",
+                "keep": "paint what the edit must not change"}[tool]
         eraser = " (eraser on)" if self.painter.erasing else ""
         self.painter_caption.value = (f"<span style='font-size:12px'><b>seed {self.sample}</b> · "
                                       f"{tool} tool{eraser}: {what}</span>")
@@ -188,9 +204,11 @@ class SessionView:
     def _refresh_tray(self) -> None:
         s = self.session
         with s.lock:
-            ctx = list(s.context)
+            ctx, keep = list(s.context), list(s.keep)
         sample = Sample(self.sample)
         entries = [(self._image(c.sample), c.mask, c.sample.label()) for c in ctx]
+        entries += [(self._image(k.sample), k.mask, f"keep {k.sample.label()}", px.KEEP_RGB)
+                    for k in keep]
         current = next((i for i, c in enumerate(ctx) if c.sample == sample), -1)
         self.tray.set_entries(entries, current)
 
@@ -230,7 +248,7 @@ class SessionView:
             return
         s = self.session
         sample = Sample(self.sample)
-        context, copy = self._masks_for(sample)
+        context, copy, _ = self._masks_for(sample)
         mask = context if context is not None else copy
         if mask is None:
             self.inspector.set_heatmaps(None, {}, "")
@@ -266,26 +284,47 @@ class SessionView:
                          f"({dx:+.0f}, {dy:+.0f}){also}")
         else:
             parts.append(f"<b style='color:#5a2'>Paste</b> {f'{kept} kept' if kept else 'none'}")
-        parts.append(f"layer {s.layer}, rank {s.rank}, {s.solver} · {len(s.history)} edit(s)")
+        if s.keep or s.protect:
+            keep = f"{len(s.keep)} sample{'s' if len(s.keep) != 1 else ''}" if s.keep else ""
+            auto = f"auto-protect {s.protect:.0%}" if s.protect else ""
+            parts.append(f"<b style='color:rgb{px.KEEP_RGB}'>Keep</b> "
+                         f"{' + '.join(x for x in (keep, auto) if x)}")
+        layer = self.layer_choice or "auto"
+        rank = self.rank_choice or "auto"
+        parts.append(f"layer {layer}, rank {rank}, {s.solver} · {len(s.history)} edit(s)")
+        panel = self.suggestions
+        explicit = bool(self.layer_choice and self.rank_choice)
         if not ctx:
             step = ("1. Pick the <b>context</b> tool (c) and paint where the rule should apply, "
                     "on one or more samples (click a sample in the grid to paint on it).")
+        elif panel.state == "stale" and not explicit:
+            step = (f"<b style='color:#b35c00'>the suggestion is out of date</b> "
+                    f"({self.suggestions.reason}): press <b>Suggest</b> again.")
+        elif panel.state == "ready" and panel.candidate is not None:
+            c = panel.candidate
+            gate = (" It has a <b style='color:#c62828'>red</b> meter: Commit asks twice."
+                    if c.blocked else "")
+            step = (f"previewing <b>{c.label()}</b> (not committed): <b>Commit</b> installs it, "
+                    f"click another candidate to compare, or <b>Discard</b>.{gate}")
         elif s.copy is None:
             step = ("2. Pick the <b>copy</b> tool (x) and paint the object to insert, on any "
                     "sample. (Or press <b>Erase</b> to remove what the context draws.)")
         elif s.paste is None and not kept:
             step = ("3. Click a target sample, pick the <b>paste</b> tool (v) and drag the "
                     "copied object into place.")
+        elif explicit:
+            step = (f"4. Ready: <b>Rewrite</b> solves layer {self.layer_choice}, rank "
+                    f"{self.rank_choice} (your choice). Set the layer to <i>auto</i> to let "
+                    "<b>Suggest</b> find one.")
         elif not len(s.history):
-            step = ("4. Ready: press <b>Rewrite</b>. Then compare with Edited / Original. "
+            step = ("4. Ready: <b>Suggest</b> to find a layer and rank and preview the edit "
+                    "(or pick a layer and rank); <b>Rewrite</b> installs the best at once. "
                     "(<b>Paste again</b> first teaches the rule on more examples.)")
         else:
             step = ("compare <b>Edited / Original</b> or <b>Side by side</b>; <b>Undo</b> is "
-                    "exact. Change the selections and press Rewrite again for another edit.")
+                    "exact. Change the selections and <b>Suggest</b> again for another edit.")
         self.status.value = (f"<div style='font-size:12px;line-height:18px'>{' · '.join(parts)}"
                              f"<br><span style='color:#444'>Next: {step}</span></div>")
-
-
 
 
 def _area(mask: np.ndarray) -> int:
