@@ -30,7 +30,13 @@ from .memory import LinearMemory, memory_for
 from .progress import CancelToken, ProgressFn, check_cancel, report
 from .protocol import Generator
 from .requests import EditRequest, Sample
-from .solve import DEFAULT_OPTIONS, masked_errors, solve_exact, solve_iterative
+from .solve import (
+    DEFAULT_OPTIONS,
+    masked_errors,
+    normal_equations,
+    solve_exact,
+    solve_iterative,
+)
 from .targets import Target, erase_target, paste_target
 
 _ids = itertools.count(1)
@@ -116,7 +122,9 @@ class EditProblem:
     targets: list[Target]
     #: [(keys (n, C_in), weights (n,), energy), ...] whose values the edit must leave alone
     protected: list = field(default_factory=list)
-    _bases: dict = field(default_factory=dict, repr=False)
+    _bases: dict = field(default_factory=dict, repr=False)  # rule → (nested basis, width)
+    _normal: dict = field(default_factory=dict, repr=False)  # (rule, rank) → normal equations
+    _before: dict | None = field(default=None, repr=False)  # masked error of W₀ on the goals
 
     def directions(self, inv: CovarianceInverse, rank: int, rule: str,
                    max_rank: int | None = None) -> tuple[torch.Tensor, float]:
@@ -205,12 +213,17 @@ def solve_problem(problem: EditProblem, request: EditRequest, inv: CovarianceInv
     _check_targets_match(mem, d, targets, level)
     opts = _solver_options(request)
     if request.solver == "exact":
-        factor, rep = solve_exact(mem, d, targets, **opts)
+        key = (request.direction_rule, d.shape[1])  # D is a function of these in a problem
+        if key not in problem._normal:
+            problem._normal[key] = normal_equations(mem, d, targets)
+        factor, rep = solve_exact(mem, d, targets, normal=problem._normal[key], **opts)
     else:
         factor, rep = solve_iterative(mem, d, targets, progress=progress, cancel=cancel, **opts)
     w = mem.weight.detach()
     delta = mem.delta_weight(d, factor)
-    rep = {**rep, "before": masked_errors(mem, targets),
+    if problem._before is None:
+        problem._before = masked_errors(mem, targets)
+    rep = {**rep, "before": problem._before,
            "installed": masked_errors(mem, targets, w + delta), "notes": list(inv.notes)}
     return Edit(request.layer, d.detach(), factor.detach(), request, rep, level, tuple(targets))
 

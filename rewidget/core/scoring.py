@@ -25,11 +25,12 @@ from .serial import serial
 
 
 def feature_moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean (C,) and covariance (C, C) of feature rows (n, C), in float64."""
-    x = rows.to(torch.float64)
-    mu = x.mean(0)
-    xc = x - mu
-    return mu, xc.T @ xc / max(x.shape[0] - 1, 1)
+    """Mean (C,) and covariance (C, C) of feature rows (n, C), in float64 (the centred product
+    in the rows' dtype: float32 features give float32 sums of ≤ a few 10⁴ rows, ample here)."""
+    mu = rows.mean(0)
+    xc = rows - mu
+    cov = (xc.T @ xc).to(torch.float64) / max(rows.shape[0] - 1, 1)
+    return mu.to(torch.float64), cov
 
 
 def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
@@ -73,23 +74,33 @@ class Reference:
         return cls(mu, (evecs * evals.rsqrt()) @ evecs.T)
 
     def distance(self, rows: torch.Tensor) -> float:
-        """Fréchet distance of rows (n, C) to the reference, in its whitened units, per channel."""
-        w = (rows.to(self.mean) - self.mean) @ self.whitener  # (n, C): reference = N(0, I)
-        mu, cov = feature_moments(w)
-        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-        return frechet_distance(torch.zeros_like(mu), eye, mu, cov) / cov.shape[0]
+        """Fréchet distance of rows (n, C) to the reference, in its whitened units, per channel.
+
+        In whitened units the reference is N(0, I) and the rows' Gaussian is N(Z(μ − μ_ref),
+        ZΣZ), so FD = ‖Z(μ − μ_ref)‖² + tr(ZΣZ) + C − 2 tr((ZΣZ)^½)."""
+        mu, cov = feature_moments(rows)
+        z = self.whitener
+        m = (mu - self.mean) @ z
+        cw = z @ cov @ z
+        with serial():
+            evals = torch.linalg.eigvalsh((cw + cw.T) / 2).clamp_min(0)
+        dim = cov.shape[0]
+        fd = float(m.pow(2).sum() + evals.sum() + dim - 2 * evals.sqrt().sum())
+        return max(fd, 0.0) / dim
 
 
-def realism_loss(reference: Reference, before: torch.Tensor, after: torch.Tensor) -> float:
+def realism_loss(reference: Reference, before: torch.Tensor | float, after: torch.Tensor) -> float:
     """How much further from the generator's own feature distribution the edited samples are
     than the same samples unedited (≥ 0; an edit that draws things the generator draws
-    elsewhere — a crown where a roof was — costs little, one that breaks the image a lot)."""
-    return max(0.0, reference.distance(after) - reference.distance(before))
+    elsewhere — a crown where a roof was — costs little, one that breaks the image a lot).
+    ``before`` may be its distance, already computed."""
+    base = before if isinstance(before, float) else reference.distance(before)
+    return max(0.0, reference.distance(after) - base)
 
 
 def relative_update(delta: torch.Tensor, weight: torch.Tensor) -> float:
     """‖ΔW‖_F / ‖W‖_F."""
-    return float(delta.double().norm() / weight.double().norm().clamp_min(1e-30))
+    return float(delta.norm() / weight.norm().clamp_min(1e-30))
 
 
 def pareto_front(points: Sequence[Sequence[float]]) -> list[bool]:

@@ -80,17 +80,29 @@ def _check_targets(targets: Sequence[Target]) -> None:
         check_finite("the goal values", t.goal)
 
 
-def solve_exact(mem: LinearMemory, directions: torch.Tensor, targets: Sequence[Target],
-                ridge: float = DEFAULT_OPTIONS["exact"]["ridge"]) -> tuple[torch.Tensor, dict]:
-    """Least-squares Λ (float64) for Conv2d, ConvTranspose2d and Linear layers."""
+def normal_equations(mem: LinearMemory, directions: torch.Tensor, targets: Sequence[Target]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """AᵀWA (q, q) and AᵀW(v* − v₀) (q, C_out) in float64: all an exact solve needs (any ridge)."""
     _check_targets(targets)
-    t0 = time.perf_counter()
-    rank = directions.shape[1]
     gram = rhs = None
     for a, resid, w in _design_rows(mem, directions, targets, torch.float64):
         aw = a * w[:, None]
         g, b = aw.T @ a, aw.T @ resid  # (q, q), (q, C_out)
         gram, rhs = (g, b) if gram is None else (gram + g, rhs + b)
+    return gram, rhs
+
+
+def solve_exact(mem: LinearMemory, directions: torch.Tensor, targets: Sequence[Target],
+                ridge: float = DEFAULT_OPTIONS["exact"]["ridge"],
+                normal: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, dict]:
+    """Least-squares Λ (float64) for Conv2d, ConvTranspose2d and Linear layers.
+
+    ``normal`` = normal_equations(mem, directions, targets), when already at hand (the same
+    equations serve every ridge)."""
+    t0 = time.perf_counter()
+    rank = directions.shape[1]
+    gram, rhs = normal if normal is not None else normal_equations(mem, directions, targets)
     q = gram.shape[0]
     scale = float(torch.diagonal(gram).mean())
     if scale <= 0:
