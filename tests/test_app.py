@@ -7,6 +7,7 @@ ipycanvas sends. Work runs on the app's threads, so each action is followed by `
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 
 from rewidget import RewriteSession
+from rewidget.session.suggest import Meter, Suggestion
 from rewidget.widgets import pixels as px
 from rewidget.widgets.app import RewriteApp
 from rewidget.widgets.grid import GAP
@@ -65,6 +67,31 @@ def app(tiny_session):
     assert a.wait(60)
     yield a
     a.close()
+
+
+def rewrite(app: RewriteApp, kind: str = "paste") -> None:
+    """Press Rewrite or Erase (layer and rank on auto: the suggestion's best); when the best has
+    a red meter the app previews it and asks, and this confirms with a click on "Commit anyway?"."""
+    (app.rewrite_button if kind == "paste" else app.erase_button).click()
+    assert app.wait(60)
+    if app.suggestions.armed:
+        app.suggestions.commit_button.click()
+        assert app.wait(60)
+
+
+def pin(app: RewriteApp, layer: str = "main.7", rank: int = 1) -> None:
+    """Pick a layer and a rank, as a user would: Rewrite then solves exactly that setting."""
+    app.inspector.selector.value = layer
+    app.rank.value = rank
+    assert app.wait(60) and (app.layer_choice, app.rank_choice) == (layer, rank)
+
+
+def weights(s) -> dict[str, torch.Tensor]:
+    return {n: s.gen.layer(n).weight.detach().clone() for n in s.gen.layer_names()}
+
+
+def same_weights(s, w0) -> bool:
+    return all(torch.equal(s.gen.layer(n).weight, w) for n, w in w0.items())
 
 
 def full_selection(app: RewriteApp) -> None:
@@ -219,8 +246,7 @@ def test_paste_again_keeps_the_paste_and_places_another(app, tiny_session):
     stroke(app, "paste", offset=(1, 2))
     assert "Paste</b> seed 5 at (+1, +2) + 1 kept" in app.status.value
     assert len(s.request().pastes) == 2
-    app.rewrite_button.click()
-    assert app.wait(60)
+    rewrite(app)
     assert len(s.history) == 1 and len(s.last_edit.targets) == 2
     app.clear("paste")
     assert app.wait()
@@ -263,11 +289,10 @@ def test_grid_click_loads_the_sample_into_the_painter(app, tiny_session):
 def test_rewrite_button_changes_the_grid_and_undo_restores_it_exactly(app, tiny_session):
     s = tiny_session
     full_selection(app)
-    w0 = s.gen.layer(s.layer).weight.detach().clone()
+    w0 = weights(s)
     before = app.grid.pixels.copy()
     painter_before = app.painter.image
-    app.rewrite_button.click()
-    assert app.wait(60)
+    rewrite(app)  # auto: the suggestion's best layer and rank
     assert len(s.history) == 1
     assert not np.array_equal(app.grid.pixels, before)
     assert app.painter.image != painter_before  # the painter shows the edited model too
@@ -279,7 +304,7 @@ def test_rewrite_button_changes_the_grid_and_undo_restores_it_exactly(app, tiny_
     assert len(s.history) == 0
     assert np.array_equal(app.grid.pixels, before)
     assert app.painter.image == painter_before
-    assert torch.equal(s.gen.layer(s.layer).weight, w0)
+    assert same_weights(s, w0)
     assert app.history.applied == 0 and app.history.undone == 1
     app.redo_button.click()
     assert app.wait()
@@ -291,7 +316,7 @@ def test_rewrite_button_changes_the_grid_and_undo_restores_it_exactly(app, tiny_
 
 def test_keyboard_shortcuts_undo_and_redo(app, tiny_session):
     full_selection(app)
-    assert app.rewrite() and app.wait()
+    rewrite(app)
     shortcut(app, "undo")
     assert len(tiny_session.history) == 0
     shortcut(app, "redo")
@@ -303,8 +328,7 @@ def test_erase_and_strength_slider(app, tiny_session):
     s = tiny_session
     stroke(app, "context", box(8, 16, 8, 20))
     before = app.grid.pixels.copy()
-    app.erase_button.click()
-    assert app.wait(60)
+    rewrite(app, "erase")
     assert len(s.history) == 1 and s.history.edits[0].request.kind == "erase"
     full = app.grid.pixels.copy()
     assert not np.array_equal(full, before)
@@ -340,6 +364,326 @@ def test_headless_session_calls_show_up_in_the_app(app, tiny_session):
     assert app.wait()
     assert app.tray.count == 1 and app.history.applied == 1
     assert not np.array_equal(app.grid.pixels, before)
+
+
+# -- suggest, preview, commit --------------------------------------------------------------------
+
+
+def plant(session, monkeypatch, level: str = "red"):
+    """Make the suggestion's best candidate look destructive (red realism), or every
+    candidate harmless (all meters green)."""
+    real = session.suggest
+    calls = []
+
+    def planted(**kw):
+        calls.append(kw)
+        sug = real(**kw)
+        if level == "red":
+            c = sug.best
+            meters = {**c.meters, "realism": Meter("red", 9.9, "planted: every image melts")}
+            cands = [dataclasses.replace(c, meters=meters)] + sug.candidates[1:]
+        else:
+            cands = [dataclasses.replace(c, meters={k: Meter("green", m.value, m.why)
+                                                    for k, m in c.meters.items()})
+                     for c in sug.candidates]
+        return Suggestion(cands, sug.seconds, sug.preview_seeds, sug.skipped)
+
+    monkeypatch.setattr(session, "suggest", planted)
+    return calls
+
+
+def test_suggest_lists_candidates_and_previews_without_changing_weights(app, tiny_session):
+    s = tiny_session
+    full_selection(app)
+    w0, before = weights(s), app.grid.pixels.copy()
+    assert "Suggest" in app.status.value and app.suggestions.state == "empty"
+    app.suggest_button.click()
+    assert app.wait(60)
+    panel = app.suggestions
+    assert panel.state == "ready" and panel.selected == 0, app.messages.last
+    assert 1 < len(panel.candidates) <= 8
+    best = panel.suggestion.best
+    assert panel.candidate is best and panel.candidates[0] is best
+    assert {c.layer for c in panel.candidates} == set(panel.suggestion.by_layer())
+    shown = [row for _, _, row in panel._rows if row.layout.display != "none"]
+    assert len(shown) == len(panel.candidates)
+    b, info, _ = panel._rows[0]
+    assert b.description == best.label() and b.button_style == "info"
+    for m in ("effect", "collateral", "realism"):  # a dot per meter, its why on hover
+        assert f"rewidget-meter-{best.meters[m].level}" in info.value
+        assert best.meters[m].why[:30] in b.tooltip
+    assert best.meters["collateral"].why[:30] in panel.detail.value
+    assert bytes(panel.chart.value).startswith(b"\x89PNG")
+    assert panel.chart in app.inspector.side.children  # beside the channel heatmaps
+    # the grid previews the best: pixels of the edit, clearly marked, nothing installed
+    assert app.grid.preview == best.label() and "PREVIEW" in app.grid.caption.value
+    assert same_weights(s, w0) and len(s.history) == 0
+    x, y = app.grid.tile_origin(0)
+    k = app.grid.scale
+    preview = s.preview(best)
+    assert np.array_equal(app.grid.pixels[y + 10 * k:y + 20 * k:k, x:x + S * k:k, :3],
+                          preview[0][10:20])
+    assert not np.array_equal(app.grid.pixels, before)
+    assert "previewing" in app.status.value and "not committed" in app.status.value
+    assert "main.0" not in {c.layer for c in panel.suggestion.candidates}  # 1×1 keys: not offered
+    # click another candidate: its preview, quickly
+    other = panel._rows[1][0]
+    t0 = time.perf_counter()
+    other.click()
+    assert app.wait()
+    took = time.perf_counter() - t0
+    assert panel.selected == 1 and app.grid.preview == panel.candidates[1].label()
+    assert app.last_preview_seconds < 1.0 and took < 1.0
+    assert same_weights(s, w0)
+    # Discard: the model again, exactly
+    panel.discard_button.click()
+    assert app.wait()
+    assert app.grid.preview == "" and np.array_equal(app.grid.pixels, before)
+    assert panel.state == "ready" and panel.commit_button.disabled
+
+
+def test_preview_side_by_side_pairs_the_model_with_the_preview(app, tiny_session):
+    full_selection(app)
+    app.suggest()
+    assert app.wait(60)
+    app.grid.compare_toggle.value = True
+    assert app.wait()
+    x, y = app.grid.tile_origin(0)
+    k, tile = app.grid.scale, S * app.grid.scale
+    now = app.grid.pixels[y + 10 * k:y + 20 * k:k, x - tile - 2:x - 2:k, :3]
+    assert np.array_equal(now, tiny_session.render([tiny_session.grid[0]])[0][10:20])
+    assert "now | preview" in app.grid.caption.value
+
+
+def test_commit_installs_the_previewed_candidate_and_undo_restores_exactly(app, tiny_session,
+                                                                          monkeypatch):
+    s = tiny_session
+    plant(s, monkeypatch, "green")
+    full_selection(app)
+    w0, before = weights(s), app.grid.pixels.copy()
+    app.suggest()
+    assert app.wait(60)
+    panel = app.suggestions
+    app.pick(1)
+    assert app.wait()
+    chosen = panel.candidate
+    previewed = app.grid.pixels.copy()
+    app.strength.value = 1.0
+    panel.commit_button.click()
+    assert app.wait()
+    assert len(s.history) == 1 and s.history.edits[0] is chosen.edit
+    assert not same_weights(s, w0)
+    assert app.messages.kind == "success" and "installed" in app.messages.last
+    assert panel.state == "committed" and "Committed" in panel.detail.value
+    # the grid shows the model (no preview marks), which now has the edit the preview showed
+    assert app.grid.preview == ""
+    assert np.array_equal(app.grid._edited, s.render())
+    assert not np.array_equal(app.grid.pixels, before)
+    assert not np.array_equal(app.grid.pixels, previewed)  # same images, no preview frame
+    app.commit()  # nothing left to commit
+    assert app.wait() and len(s.history) == 1 and "Already committed" in app.messages.last
+    app.undo_button.click()
+    assert app.wait()
+    assert same_weights(s, w0) and np.array_equal(app.grid.pixels, before)
+
+
+def test_a_red_candidate_is_refused_until_confirmed(app, tiny_session, monkeypatch):
+    s = tiny_session
+    plant(s, monkeypatch, "red")
+    full_selection(app)
+    w0 = weights(s)
+    app.suggest()
+    assert app.wait(60)
+    panel = app.suggestions
+    bad = panel.candidate
+    assert bad.blocked and panel.commit_button.button_style == "warning"
+    assert "red" in app.status.value and "asks twice" in app.status.value
+    panel.commit_button.click()  # first click: refused, the button asks
+    assert app.wait()
+    assert len(s.history) == 0 and same_weights(s, w0)
+    assert panel.armed and panel.commit_button.description == "Commit anyway?"
+    assert panel.commit_button.button_style == "danger"
+    assert "planted: every image melts" in panel.detail.value
+    assert app.messages.kind == "warning" and "likely to damage" in app.messages.last
+    app.pick(1)  # another candidate disarms; back to the red one asks again
+    app.pick(0)
+    assert app.wait() and not panel.armed
+    panel.commit_button.click()
+    assert app.wait() and len(s.history) == 0 and panel.armed
+    panel.commit_button.click()  # second, explicit click: installed
+    assert app.wait()
+    assert len(s.history) == 1 and s.history.edits[0] is bad.edit
+    assert "confirmed despite a red meter" in app.messages.last
+
+
+def test_rewrite_on_auto_stops_at_a_red_best_and_waits_for_commit(app, tiny_session, monkeypatch):
+    s = tiny_session
+    plant(s, monkeypatch, "red")
+    full_selection(app)
+    w0 = weights(s)
+    app.rewrite_button.click()
+    assert app.wait(60)
+    panel = app.suggestions
+    assert len(s.history) == 0 and same_weights(s, w0)
+    assert panel.armed and app.grid.preview == panel.candidate.label()
+    assert "Not installed" in app.messages.last and "Commit anyway?" in app.messages.last
+    app.rewrite_button.click()  # Rewrite again is not the confirmation
+    assert app.wait() and len(s.history) == 0 and panel.armed
+    panel.commit_button.click()
+    assert app.wait() and len(s.history) == 1
+
+
+def test_auto_layer_and_rank(app, tiny_session, monkeypatch):
+    s = tiny_session
+    calls = plant(s, monkeypatch, "green")
+    assert app.layer_choice == "" and app.rank_choice == 0
+    assert app.inspector.selector.value == "" and app.rank.value == 0
+    full_selection(app)
+    assert "layer auto, rank auto" in app.status.value
+    # auto: Rewrite runs the suggestion and commits its best
+    app.rewrite_button.click()
+    assert app.wait(60)
+    assert len(calls) == 1 and len(calls[0]["layers"]) == 4 and calls[0]["ranks"] == (1, 2, 3, 6,
+                                                                                      10)
+    best = app.suggestions.suggestion.best
+    assert len(s.history) == 1 and s.history.edits[0] is best.edit
+    assert "the best of" in app.messages.last and app.grid.preview == ""
+    s.undo()
+    # a layer picked, the rank on auto: the suggestion at that layer only
+    app.inspector.selector.value = "main.9"
+    assert app.wait(60) and app.layer_choice == "main.9" and s.layer == "main.9"
+    assert "layer main.9, rank auto" in app.status.value
+    app.rewrite_button.click()
+    assert app.wait(60)
+    assert calls[-1]["layers"] == ["main.9"] and s.history.edits[-1].layer == "main.9"
+    # a suggestion is shown and current: Rewrite commits the previewed candidate, no new solve
+    s.undo()
+    app.suggest()
+    assert app.wait(60)
+    n = len(calls)
+    app.pick(1)
+    chosen = app.suggestions.candidate
+    app.rewrite()
+    assert app.wait()
+    assert len(calls) == n and s.history.edits[-1] is chosen.edit
+    # layer and rank picked: Rewrite solves exactly that, as before (no suggestion)
+    s.undo()
+    app.rank.value = 2
+    assert app.wait() and app.rank_choice == 2 and s.rank == 2
+    assert "your choice" in app.status.value
+    app.rewrite_button.click()
+    assert app.wait(60)
+    edit = s.history.edits[-1]
+    assert len(calls) == n and (edit.layer, edit.rank) == ("main.9", 2)
+    # back to auto
+    app.rank.value = 0
+    app.inspector.selector.value = ""
+    assert app.wait() and (app.layer_choice, app.rank_choice) == ("", 0)
+    assert "layer auto, rank auto" in app.status.value
+
+
+def test_selection_change_or_edit_makes_the_suggestion_stale(app, tiny_session):
+    s = tiny_session
+    full_selection(app)
+    app.suggest()
+    assert app.wait(60)
+    stroke(app, "context", box(4, 10, 4, 12))  # painting on sample 0 changes the context
+    panel = app.suggestions
+    assert panel.state == "stale" and "selections changed" in panel.detail.value
+    assert "out of date" in app.status.value and "Suggest" in app.status.value
+    assert app.grid.preview == "" and np.array_equal(app.grid._edited, s.render())
+    assert panel.commit_button.disabled and all(b.disabled for b, _, _ in panel._rows)
+    app.commit()
+    assert app.wait() and len(s.history) == 0 and "out of date" in app.messages.last
+    app.suggest()
+    assert app.wait(60) and panel.state == "ready"
+    s.rewrite(s.request(layer="main.7"))  # an edit from code
+    assert app.wait()
+    assert panel.state == "stale" and "an edit was installed" in panel.detail.value
+
+
+def test_suggest_can_be_cancelled(app, tiny_session, monkeypatch):
+    full_selection(app)
+    started = threading.Event()
+
+    def slow(progress=None, cancel=None, **kw):
+        started.set()
+        for i in range(200):
+            progress(i, 200, "suggest")
+            if cancel.is_set():
+                from rewidget.core.errors import Cancelled
+                raise Cancelled("The suggestion was cancelled.")
+            time.sleep(0.05)
+        raise AssertionError("not cancelled")
+
+    monkeypatch.setattr(tiny_session, "suggest", slow)
+    app.suggest_button.click()
+    assert started.wait(10) and app.busy and app.suggest_button.disabled
+    app.tasks.cancel_button.click()
+    assert app.wait(30)
+    assert app.messages.kind == "warning" and "cancelled" in app.messages.last
+    assert app.suggestions.state == "empty" and len(tiny_session.history) == 0
+
+
+# -- keep and protect ------------------------------------------------------------------------------
+
+
+def test_keep_strokes_reach_the_session(app, tiny_session):
+    s = tiny_session
+    app.select(3)
+    assert app.wait()
+    stroke(app, "keep", box(20, 30, 4, 28))
+    assert len(s.keep) == 1 and s.keep[0].sample.seed == 3
+    assert np.array_equal(s.keep[0].mask, box(20, 30, 4, 28))
+    assert app.tray.count == 1 and "1 keep region" in app.tray.title.value
+    assert "Keep</b> 1 sample" in app.status.value
+    assert "keep" in app.painter_caption.value
+    # the painter shows it again when the sample comes back
+    app.select(0)
+    assert app.wait() and app.painter.keep_mask == b""
+    stroke(app, "context", box(8, 16, 8, 20))
+    app.select(3)
+    assert app.wait()
+    assert np.array_equal(np.frombuffer(app.painter.keep_mask, np.uint8).reshape(S, S),
+                          box(20, 30, 4, 28))
+    assert app.tray.count == 2  # one context entry, one keep region
+    # requests carry it
+    stroke(app, "copy", box(8, 16, 8, 20))
+    stroke(app, "paste", offset=(1, 1))
+    assert len(s.request().keep) == 1
+    # auto-protect
+    app.protect.value = True
+    assert app.wait() and s.protect == 0.9 and s.request().protect == 0.9
+    assert "auto-protect 90%" in app.status.value
+    app.protect.value = False
+    assert app.wait() and s.protect == 0.0
+    # removable like context: the tray thumbnail (after the context entry), the eraser, Clear
+    canvas_click(app.tray.canvas, 8 + 72 + 10, 8 + 10)
+    assert app.wait() and s.keep == [] and app.tray.count == 1
+    stroke(app, "keep", box(2, 6, 2, 6))
+    assert len(s.keep) == 1
+    stroke(app, "keep", np.zeros((S, S), np.uint8))  # erased to nothing
+    assert s.keep == []
+    stroke(app, "keep", box(2, 6, 2, 6))
+    app.painter.tool = "keep"
+    app.clear_button.click()
+    assert app.wait() and s.keep == [] and app.painter.keep_mask == b""
+    stroke(app, "keep", box(2, 6, 2, 6))
+    app.clear_all_button.click()
+    assert app.wait() and s.keep == []
+
+
+def test_a_keep_stroke_makes_the_suggestion_stale(app, tiny_session):
+    full_selection(app)
+    app.suggest()
+    assert app.wait(60)
+    stroke(app, "keep", box(24, 30, 0, 30))
+    assert app.suggestions.state == "stale" and app.grid.preview == ""
+
+
+def test_help_lists_suggest_and_the_keep_tool(app):
+    assert "Suggest" in app.help.value and "keep (k)" in app.help.value.lower()
+    assert [v for _, v in app.tool.options] == ["context", "copy", "paste", "keep"]
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -443,7 +787,7 @@ def test_heavy_tasks_queue_behind_each_other(app, tiny_session):
 def test_before_after_toggle_and_side_by_side(app, tiny_session):
     s = tiny_session
     full_selection(app)
-    assert app.rewrite() and app.wait()
+    rewrite(app)
     edited = app.grid.pixels.copy()
     app.grid.view_toggle.value = "original"
     assert app.wait()
@@ -463,8 +807,8 @@ def test_before_after_toggle_and_side_by_side(app, tiny_session):
     assert app.wait() and app.sample == s.grid[0].seed
     # a new edit switches back to the edited view
     app.grid.compare_toggle.value = False
-    assert app.rewrite() and app.wait()
-    assert app.grid.view == "edited"
+    rewrite(app)
+    assert len(s.history) == 2 and app.grid.view == "edited"
 
 
 def test_context_match_overlay_and_search(app, tiny_session):
@@ -527,6 +871,7 @@ def test_heatmaps_for_the_painted_region(app, tiny_session):
 
 
 def test_history_rows_show_layer_rank_time_and_thumbnail(app, tiny_session):
+    pin(app, "main.7", 1)
     full_selection(app)
     assert app.rewrite() and app.wait()
     edit = tiny_session.history.edits[0]

@@ -56,25 +56,26 @@ def test_defaults():
     assert p.tool == "context"
     assert p.brush_size == 6
     assert p.erasing is False
-    assert p.image == p.context_mask == p.copy_mask == p.paste_patch == b""
+    assert p.image == p.context_mask == p.copy_mask == p.keep_mask == p.paste_patch == b""
     assert p.paste_offset == [0, 0]
     assert p.paste_active is False
     assert p.stroke_count == 0
     assert p.enabled is True
-    for tool in ("context", "copy", "paste"):
+    for tool in ("context", "copy", "paste", "keep"):
         assert p.mask(tool) is None
 
 
 def test_all_contract_traits_sync():
     names = {"image", "width", "height", "scale", "tool", "brush_size", "erasing",
-             "context_mask", "copy_mask", "paste_patch", "paste_offset", "paste_active",
+             "context_mask", "copy_mask", "keep_mask", "paste_patch", "paste_offset",
+             "paste_active",
              "stroke_count", "enabled"}  # fmt: skip
     synced = set(Painter().keys)
     assert names <= synced
 
 
 def test_browser_written_masks_use_bytes_serialization():
-    for name in ("context_mask", "copy_mask"):
+    for name in ("context_mask", "copy_mask", "keep_mask"):
         meta = Painter().trait_metadata(name, "from_json")
         assert meta is not None, f"{name} needs **bytes_serialization"
 
@@ -88,7 +89,7 @@ def test_every_synced_trait_has_a_doc_comment():
             assert text[i - 1].strip().startswith("#:"), f"no #: comment above: {stripped}"
 
 
-@pytest.mark.parametrize("tool", ["context", "copy", "paste"])
+@pytest.mark.parametrize("tool", ["context", "copy", "paste", "keep"])
 def test_tool_accepts_known(tool):
     p = Painter()
     p.tool = tool
@@ -265,6 +266,24 @@ def test_set_mask_roundtrip_and_clear():
         p.set_mask("context", np.zeros((4, 3)))
     with pytest.raises(ValueError):
         p.set_mask("paste", m)
+
+
+def test_keep_mask_is_painted_read_and_cleared_like_the_others():
+    p = Painter()
+    p.set_image(gradient(3, 4))
+    m = np.zeros((3, 4), np.uint8)
+    m[2, 1:3] = 255
+    browser_update(p, {"tool": "keep", "stroke_count": 1}, {"keep_mask": m.tobytes()})
+    assert p.tool == "keep" and p.keep_mask == m.tobytes()
+    np.testing.assert_array_equal(p.mask("keep"), m / 255.0)
+    p.set_mask("copy", m)
+    p.clear("keep")
+    assert p.keep_mask == b"" and p.copy_mask == m.tobytes()
+    p.set_mask("keep", m)
+    p.set_image(gradient(3, 4))  # a new sample: no masks
+    assert p.keep_mask == b""
+    with pytest.raises(traitlets.TraitError, match="keep_mask needs 12 bytes"):
+        p.keep_mask = bytes(5)
 
 
 def test_paste_mask_is_the_patch_alpha_moved_by_the_offset():
