@@ -21,6 +21,7 @@ from rewidget.widgets import pixels as px
 from rewidget.widgets.app import RewriteApp
 from rewidget.widgets.grid import GAP
 from rewidget.widgets.selections import parse_seeds
+from rewidget.widgets.suggestions import short_label
 
 from .conftest import box as square_box
 
@@ -408,7 +409,8 @@ def test_suggest_lists_candidates_and_previews_without_changing_weights(app, tin
     shown = [row for _, _, row in panel._rows if row.layout.display != "none"]
     assert len(shown) == len(panel.candidates)
     b, info, _ = panel._rows[0]
-    assert b.description == best.label() and b.button_style == "info"
+    assert b.description == short_label(best) and b.button_style == "info"
+    assert best.label() in b.tooltip
     for m in ("effect", "collateral", "realism"):  # a dot per meter, its why on hover
         assert f"rewidget-meter-{best.meters[m].level}" in info.value
         assert best.meters[m].why[:30] in b.tooltip

@@ -171,7 +171,7 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
             tooltips=["c: paint where the rule applies", "x: paint the object to copy",
                       "v: drag the copied object into place",
                       "k: paint what the edit must not change"],
-            style={"button_width": "66px"})
+            style={"button_width": "72px"})
         self.tool.add_class("rewidget-tool")
         self.brush = w.IntSlider(value=self.painter.brush_size, min=1, max=64,
                                  description="Brush", layout=w.Layout(width="186px"),

@@ -39,7 +39,7 @@ def layer_chart(suggestion: Suggestion, order: Sequence[str], sizes: dict[str, s
     best = suggestion.by_layer()
     layers = [name for name in order if name in best]
     dpi = 100
-    fig = Figure(figsize=(width_px / dpi, 3.7), dpi=dpi, facecolor="white")
+    fig = Figure(figsize=(width_px / dpi, 4.0), dpi=dpi, facecolor="white")
     FigureCanvasAgg(fig)
     axes = fig.subplots(4, 1, sharex=True)
     x = list(range(len(layers)))
@@ -60,17 +60,17 @@ def layer_chart(suggestion: Suggestion, order: Sequence[str], sizes: dict[str, s
         for y in lines:
             ax.axhline(y, color="#888", linestyle="--", linewidth=0.7)
         ax.axhline(0, color="#444", linewidth=0.6)
-        ax.set_ylabel(title, fontsize=7, rotation=0, ha="right", va="center")
+        ax.set_title(title, fontsize=7, loc="left", pad=2)
         ax.tick_params(labelsize=7, length=2)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     for i, c in enumerate(cands):  # which rank and rule won at each layer
         axes[0].annotate(f"r{c.rank} {c.rule[:4]}", (i, c.score), ha="center", fontsize=6,
                          xytext=(0, 2 if c.score >= 0 else -8), textcoords="offset points")
-    axes[0].set_title("best candidate per layer (dashed: meter thresholds)", fontsize=8)
+    fig.suptitle("best candidate per layer (dashed: meter thresholds)", fontsize=8)
     ticks = [f"{name}\n{sizes[name]}" if sizes and name in sizes else name for name in layers]
     axes[-1].set_xticks(x, ticks, fontsize=7)
-    fig.subplots_adjust(left=0.24, right=0.98, top=0.93, bottom=0.13, hspace=0.35)
+    fig.subplots_adjust(left=0.12, right=0.98, top=0.9, bottom=0.12, hspace=0.55)
     out = io.BytesIO()
     fig.savefig(out, format="png", dpi=dpi, facecolor="white")
     return out.getvalue()

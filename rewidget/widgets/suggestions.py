@@ -41,6 +41,12 @@ def listed(suggestion: Suggestion, n: int = MAX_ROWS) -> list[Candidate]:
     return sorted(chosen, key=lambda c: rank[id(c)])[:n]
 
 
+def short_label(c: Candidate) -> str:
+    """'main.6 · r6 · whitened' (+ any further setting the label names), for a row button."""
+    parts = c.label().split(" · ")
+    return " · ".join(p.replace("rank ", "r") if p.startswith("rank ") else p for p in parts)
+
+
 def dot(level: str, title: str = "", size: int = 10) -> str:
     return (f"<span class='rewidget-meter rewidget-meter-{level}' title='{html.escape(title, True)}'"
             f" style='display:inline-block;width:{size}px;height:{size}px;border-radius:50%;"
@@ -92,7 +98,7 @@ class SuggestionPanel(w.VBox):
         self.title.add_class("rewidget-suggest-title")
         self._rows: list[tuple[w.Button, w.HTML, w.HBox]] = []
         for i in range(MAX_ROWS):  # a fixed pool: no widgets are created per suggestion
-            b = w.Button(layout=w.Layout(width="200px", height="26px"))
+            b = w.Button(layout=w.Layout(width="250px", height="26px"))
             b.add_class("rewidget-candidate")
             b.on_click(lambda _, i=i: self._pick(i))
             info = w.HTML("")
@@ -117,7 +123,7 @@ class SuggestionPanel(w.VBox):
         self.buttons = w.HBox([self.commit_button, self.discard_button],
                               layout=w.Layout(align_items="center"))
         super().__init__([self.title, *[r for _, _, r in self._rows], self.detail, self.buttons,
-                          self.chart], layout=w.Layout(width="400px", align_items="flex-start"),
+                          self.chart], layout=w.Layout(width="470px", align_items="flex-start"),
                          **kwargs)
         self.add_class("rewidget-suggestions")
         self.observe(lambda _: self._draw(), names=["selected", "armed", "state", "busy"])
@@ -183,7 +189,7 @@ class SuggestionPanel(w.VBox):
         sug, ready = self.suggestion, self.state == "ready"
         usable = ready and not self.busy
         if sug is None or self.state == "empty":
-            self.title.value = ("<div style='font-size:12px;color:#555;max-width:390px'>"
+            self.title.value = ("<div style='font-size:12px;color:#555;max-width:460px'>"
                                 "<b>Suggest</b> solves your selections at every layer × rank × "
                                 "direction rule, scores each on held-out samples and previews "
                                 "the best here before anything is installed.</div>")
@@ -200,33 +206,36 @@ class SuggestionPanel(w.VBox):
             c = self.candidates[i]
             row.layout.display = "flex"
             with b.hold_sync():
-                b.description = c.label()
-                b.tooltip = "\n".join(f"{m}: {c.meters[m].level} — {c.meters[m].why}"
+                b.description = short_label(c)
+                b.tooltip = c.label() + "\n" + "\n".join(f"{m}: {c.meters[m].level} — {c.meters[m].why}"
                                       for m in METERS)
                 b.button_style = "info" if i == self.selected and ready else ""
                 b.disabled = not usable
-            tags = " ★ best" if sug is not None and c is sug.best else ""
+            tags = " ★" if sug is not None and c is sug.best else ""
             tags += " · front" if c.pareto else ""
-            info.value = (f"<span style='font-size:11px;{'' if ready else 'opacity:.5;'}'>"
+            info.value = (f"<span style='font-size:11px;white-space:nowrap;"
+                          f"{'' if ready else 'opacity:.5;'}' title='★ best score · front: on "
+                          "the Pareto front of effect, collateral and realism'>"
                           f"{meter_dots(c)} score {c.score:+.3f}"
                           f"<span style='color:#777'>{tags}</span></span>")
         c = self.candidate
         detail = ""
         if c is not None and ready:
-            detail = (f"<div style='font-size:11px;line-height:15px;max-width:390px'>"
+            detail = (f"<div style='font-size:11px;line-height:15px;max-width:460px'>"
                       f"<b>{html.escape(c.label())}</b> (previewed on the grid; ΔW/W "
                       f"{c.relative_update:.2f}){meter_lines(c)}</div>")
             if self.armed:
                 why = "<br>".join(html.escape(r) for r in red_reasons(c))
-                detail += (f"<div class='rewidget-gate' style='font-size:12px;color:#9b1c1c;"
+                detail += (f"<div class='rewidget-gate' style='font-size:12px;line-height:16px;"
+                           f"color:#9b1c1c;"
                            f"background:#fdeeee;border-left:3px solid #c62828;padding:2px 6px;"
-                           f"max-width:380px'><b>Likely to damage the images.</b> {why}<br>"
+                           f"max-width:450px'><b>Likely to damage the images.</b> {why}<br>"
                            "Click <b>Commit anyway?</b> to install it regardless, or pick "
                            "another candidate.</div>")
         if self._note:
             colour = "#1e6b30" if self.state == "committed" else "#7a5200"
             detail += (f"<div class='rewidget-suggest-note' style='font-size:12px;color:{colour};"
-                       f"max-width:390px'>{self._note}</div>")
+                       f"max-width:460px'>{self._note}</div>")
         self.detail.value = detail
         with self.commit_button.hold_sync():
             blocked = c is not None and c.blocked
