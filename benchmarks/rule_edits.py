@@ -273,7 +273,9 @@ def rule_effect(bench: EditBench, best: dict) -> tuple[np.ndarray, dict]:
     if spec.model == "scenes":
         out = {"before": RS.rule_counts(before_rgb, spec.rule),
                "after": RS.rule_counts(after, spec.rule),
-               "collateral_by_class": RS.collateral_by_class(before_rgb, after, bench.source)}
+               "collateral_by_class": RS.collateral_by_class(before_rgb, after, bench.source),
+               # how many pixels each class has outside R: a share of few pixels is an edge
+               "outside_pixels": RS.class_pixels(bench.before_maps[0], ~bench.world["region"])}
     return after, out
 
 
@@ -458,7 +460,7 @@ def _edit_section(spec: EditSpec, name: str, e: dict, meta: dict) -> list[str]:
     lines += ["Best per layer and direction rule" + (" (shape efficacy / IoU / collateral / "
               "trunk)" if spec.model == "scenes" else " (inside / outside)") + ":", "",
               "| layer (keys) | " + " | ".join(rules) + " |", "|---|" + "---|" * len(rules)]
-    for layer, by_rule in e["by_layer"].items():
+    for layer, by_rule in best_by_layer(spec, e["rows"]).items():
         keys = e["key_size"].get(layer)
         lines.append(f"| {layer} ({keys}×{keys}) | "
                      + " | ".join(_short(spec, by_rule.get(r)) for r in rules) + " |")
@@ -473,8 +475,10 @@ def _edit_section(spec: EditSpec, name: str, e: dict, meta: dict) -> list[str]:
                     lines.append(f"| {layer} | {rank} | {rule} | " + " | ".join(cells) + " |")
     b = e["best"]
     if b is not None and "shape_by_class" in b:
+        pixels = (e.get("rule") or {}).get("outside_pixels", {})
         lines += ["", "Where the best setting's collateral falls (share of each class's pixels "
-                  "outside R whose class changed): " + _by_class(b["shape_by_class"])]
+                  "outside R whose class changed, of how many pixels): "
+                  + _by_class(b["shape_by_class"], pixels)]
     by_class = (e.get("rule") or {}).get("collateral_by_class")
     if by_class:
         lines += ["", "The same outside the source class's region (the old definition): "
@@ -486,8 +490,11 @@ def _edit_section(spec: EditSpec, name: str, e: dict, meta: dict) -> list[str]:
     return lines
 
 
-def _by_class(d: dict) -> str:
-    return ", ".join(f"{k} {_pct(v)}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]))
+def _by_class(d: dict, pixels: dict | None = None) -> str:
+    def one(k, v):
+        return f"{k} {_pct(v)}" + (f" of {pixels[k]:,}" if pixels and k in pixels else "")
+
+    return ", ".join(one(k, v) for k, v in sorted(d.items(), key=lambda kv: -kv[1]))
 
 
 def markdown(results: dict) -> str:
@@ -576,7 +583,7 @@ def bench_edit(spec: EditSpec, session: RewriteSession, seeds: list[int], layers
     rows = bench.run()
     best = best_row(spec, rows)
     entry = {"title": spec.title, "rows": rows, "best": best, "solvers": list(solvers),
-             "by_layer": best_by_layer(spec, rows), "key_size": bench.key_size,
+             "key_size": bench.key_size,
              "stats_seconds": bench.stats_seconds}
     if spec.model == "scenes":
         entry |= {"world_text": S.COUNTERFACTUALS[spec.world], "ceiling": bench.ceiling,
@@ -589,6 +596,15 @@ def bench_edit(spec: EditSpec, session: RewriteSession, seeds: list[int], layers
     print(f"== {spec.name}: best {_row_line(spec, best) if best else 'none'} "
           f"({entry['wall_s']:.0f}s)", flush=True)
     return entry, fig_rows
+
+
+def _rounded(x, digits: int = 5):
+    """JSON-ready copy with floats rounded (the file stays small enough to read and diff)."""
+    if isinstance(x, dict):
+        return {k: _rounded(v, digits) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_rounded(v, digits) for v in x]
+    return round(x, digits) if isinstance(x, float) else x
 
 
 def main(argv=None) -> dict:
@@ -639,7 +655,7 @@ def main(argv=None) -> dict:
         results["verdict"] = verdict(results["edits"][FLAGSHIP])
     results["meta"]["wall_s"] = time.perf_counter() - t0
     results["meta"]["load"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    (out / "rule_edits.json").write_text(json.dumps(results, indent=1, default=float))
+    (out / "rule_edits.json").write_text(json.dumps(_rounded(results), indent=1, default=float))
     (out / "rule_edits.md").write_text(markdown(results))
     if panels:
         figure(out / "rule_edits.png", panels)

@@ -188,6 +188,12 @@ def class_changes(cb: np.ndarray, ca: np.ndarray, where: np.ndarray) -> dict[str
     return out
 
 
+def class_pixels(cm: np.ndarray, where: np.ndarray) -> dict[str, int]:
+    """Per class, how many pixels of ``cm`` (N, H, W) in ``where`` show it (absent classes left out)."""
+    counts = np.bincount(cm[where].ravel(), minlength=len(S.CLASS_NAMES))
+    return {name: int(n) for name, n in zip(S.CLASS_NAMES, counts, strict=False) if n}
+
+
 # -- shape-aware scores against a counterfactual render ------------------------------------------
 def counterfactual_world(z: np.ndarray, change: str) -> dict[str, np.ndarray]:
     """The renderer's class maps of latents z (N, nz[, 1, 1]) in the world and in the world with
