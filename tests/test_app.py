@@ -584,6 +584,28 @@ def test_auto_layer_and_rank(app, tiny_session, monkeypatch):
     assert "layer auto, rank auto" in app.status.value
 
 
+def test_layer_and_rank_can_be_picked_from_the_start(tiny_session):
+    s = tiny_session
+    a = RewriteApp(s, layer="main.9", rank=2)  # e.g. those of a loaded request
+    try:
+        assert a.wait(60)
+        assert (a.layer_choice, a.rank_choice, s.layer, s.rank) == ("main.9", 2, "main.9", 2)
+        assert a.inspector.selector.value == "main.9" and a.rank.value == 2
+        full_selection(a)
+        assert "your choice" in a.status.value
+        assert a.rewrite() and a.wait(60)
+        assert (s.history.edits[0].layer, s.history.edits[0].rank) == ("main.9", 2)
+        assert a.suggestions.state == "empty"  # no suggestion was needed
+    finally:
+        a.close()
+
+
+def test_statistics_for_the_suggestion_are_preloaded(app, tiny_session):
+    layers = app.suggest_layers()
+    assert len(layers) == 4
+    assert all(info["stats"] for info in tiny_session.layers() if info["name"] in layers)
+
+
 def test_selection_change_or_edit_makes_the_suggestion_stale(app, tiny_session):
     s = tiny_session
     full_selection(app)

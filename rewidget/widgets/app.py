@@ -95,7 +95,12 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
 
     def __init__(self, session: RewriteSession, *, columns: int = 4, grid_scale: int | None = None,
                  painter_scale: int | None = None, pool: int = 1000, preload: bool = True,
-                 **kwargs: Any) -> None:
+                 layer: str | None = None, rank: int | None = None, **kwargs: Any) -> None:
+        """``layer`` / ``rank`` pick them from the start (e.g. those of a loaded request);
+        by default both are on auto: Rewrite uses the suggestion's. ``preload`` loads (or
+        collects) the statistics Suggest needs in the background."""
+        if layer is not None:
+            session.set_layer(layer)  # validates
         self.session = session
         self.pool = int(pool)
         size = session.gen.image_size
@@ -111,11 +116,14 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
         super().__init__(self._layout(), **kwargs)
         self.add_class("rewidget-app")
         self._wire()
+        with self.hold_trait_notifications():
+            self.layer_choice = layer or ""
+            self.rank_choice = int(rank or 0)
         seeds = [s.seed for s in session.grid if s.seed is not None]
         self.sample = seeds[0] if seeds else 0
         self._mark("layers", "grid", "painter", "tray", "history", "status")
-        if preload and not self._stats_ready(session.layer):
-            self._load_statistics(session.layer, then_set_layer=False)
+        if preload:
+            self._preload_statistics()
 
     # -- building ---------------------------------------------------------------------------------
     def _build(self, columns: int, grid_scale: int, painter_scale: int) -> None:
@@ -674,6 +682,25 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
 
     def _drop_paste(self) -> None:
         self.session.clear_paste()
+
+    def _preload_statistics(self) -> bool:
+        """Statistics of the layers a suggestion covers (or the picked layer), in the
+        background: from the disk cache in milliseconds, else collected once."""
+        s = self.session
+        layers = [n for n in dict.fromkeys([s.layer, *self.suggest_layers()])
+                  if not self._stats_ready(n)]
+        if not layers:
+            return False
+
+        def job(progress, cancel):
+            s.prepare_statistics(layers, progress=progress, cancel=cancel)
+
+        def done(_, secs):
+            self.messages.info(f"Statistics for {', '.join(layers)} ready ({secs:.1f} s; cached "
+                               "on disk).")
+
+        return self.tasks.run(f"Statistics for {len(layers)} layer{'s' if len(layers) > 1 else ''}"
+                              " (needed to suggest and rewrite, cached on disk)", job, done)
 
     def _load_statistics(self, layer: str, then_set_layer: bool) -> bool:
         s = self.session
