@@ -75,8 +75,8 @@ def _rgba(image: Any, name: str) -> np.ndarray:
 
 
 class Painter(anywidget.AnyWidget):
-    """A generated sample shown enlarged, with brushes for the context and copy masks and a
-    draggable paste patch. Keyboard shortcuts work while it has focus (the "?" lists them)."""
+    """A generated sample shown enlarged, with brushes for the context, copy and keep masks
+    and a draggable paste patch. Keyboard shortcuts work while it has focus (the "?" lists them)."""
 
     _esm = load_esm()
 
