@@ -322,20 +322,14 @@ def test_keep_tool_by_mouse(nb):
     button(page, "rewidget-clear").click()
     kernel_wait(kc, "session.keep == []")
     tool(page, "context")
-
-
-def test_dark_theme_screenshot(nb):
-    """Only for people (REWIDGET_SCREENSHOTS): the app in JupyterLab's dark theme."""
-    if not os.environ.get("REWIDGET_SCREENSHOTS"):
-        pytest.skip("screenshots not requested")
-    page = nb.page
-    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', "
-                  "{theme: 'JupyterLab Dark'})")
-    page.wait_for_timeout(1500)
-    shoot(page, "dark", ".rewidget-app", ".rewidget-suggestions")
-    page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', "
-                  "{theme: 'JupyterLab Light'})")
-    page.wait_for_timeout(1000)
+    if os.environ.get("REWIDGET_SCREENSHOTS"):  # for people: the app in the dark theme
+        page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', "
+                      "{theme: 'JupyterLab Dark'})")
+        page.wait_for_timeout(1500)
+        shoot(page, "dark", ".rewidget-app", ".rewidget-suggestions")
+        page.evaluate("() => window.jupyterapp.commands.execute('apputils:change-theme', "
+                      "{theme: 'JupyterLab Light'})")
+        page.wait_for_timeout(1000)
 
 
 def test_displayed_twice_and_after_reload(nb):
