@@ -1,32 +1,49 @@
-"""Second moment C = E[k kᵀ] of a layer's keys, accumulated in float64, cached on disk.
+"""Second moment C = E[k kᵀ] of layers' keys, accumulated in float64, cached on disk.
 
     stat = SecondMoment()
     for keys in key_batches(gen, "main.6", n=10_000):   # (rows, C_in) per batch
         stat.add(keys)
     C = stat.moment()                                    # (C_in, C_in), float64
 
-    C = cached_second_moment(gen, "main.6", n=10_000, fingerprint=fp, cache_dir=dir,
-                             progress=show)              # collects once, reloads in ms
+    counts = auto_samples(gen)                           # {"main.0": 10000, ..., "main.12": 500}
+    Cs = cached_second_moments(gen, counts, fingerprint=fp, cache_dir=dir, progress=show)
+    C = cached_second_moment(gen, "main.6", n=10_000, fingerprint=fp)   # one layer
+
+One forward pass per batch feeds every layer that still needs samples: the deepest such layer
+stops the pass and forward pre-hooks read the shallower ones on the way. Layer ``l`` always
+sees the statistics seeds ``STATS_SEED_BASE + [0, n_l)``, so its C is the same (up to float32
+rounding of partial Grams) whether it is collected alone or with others.
 
 The cache key is everything that changes C: the model fingerprint, the layer, the sample
 count, the seed base and FORMAT_VERSION. A file whose metadata, shape, checksum or values
-do not match is reported and rebuilt, never used.
+do not match is reported and rebuilt, never used. Layers already cached are loaded; only the
+missing ones are collected, and each is saved as soon as its count is reached (a cancel keeps
+the layers finished before it, and never leaves a partial file).
+
+How many samples C needs (``auto_samples``). A layer with H×W key locations gives H·W key rows
+per sample, so a coarse layer needs many more samples than a fine one for the same number of
+rows. The rule: n = ROWS_PER_KEY_DIM · key_dim / (H·W), rounded up to a multiple of
+SAMPLE_STEP and clamped to [MIN_SAMPLES, MAX_SAMPLES]. What it changes, measured by
+``benchmarks/statistics_speed.py --study`` against 20,000-sample references (faces / scenes):
+
+    RULE_TABLE_PLACEHOLDER
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from .memory import memory_for
+from .memory import LinearMemory, memory_for
 from .progress import CancelToken, ProgressFn, check_cancel, report
 from .protocol import Generator
 from .safefiles import read_safetensors
@@ -36,6 +53,22 @@ from .safefiles import read_safetensors
 FORMAT_VERSION = "2"
 STATS_SEED_BASE = 1_000_000  # statistics use seeds far from the ones users look at
 _ROWS_PER_GRAM = 16_384  # float32 Gram over at most this many rows, then summed in float64
+BATCH_SIZE = 250
+
+#: the per-layer sample-count rule (see the module docstring for what it was chosen from)
+ROWS_PER_KEY_DIM = 1_000
+SAMPLE_STEP = 500
+MIN_SAMPLES = 2_000
+MAX_SAMPLES = 10_000
+
+
+def row_gram(rows: torch.Tensor) -> torch.Tensor:
+    """Σ rᵢ rᵢᵀ (C, C) float64 of (n, C) rows: partial Grams in the rows' dtype, summed in
+    float64."""
+    gram = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device)
+    for chunk in rows.split(_ROWS_PER_GRAM):
+        gram += (chunk.T @ chunk).to(torch.float64)
+    return gram
 
 
 class SecondMoment:
@@ -46,13 +79,13 @@ class SecondMoment:
         self.count = 0
 
     def add(self, rows: torch.Tensor) -> None:
-        """Add (n, C) rows. Partial Grams in the rows' dtype, summed in float64."""
-        if self._sum is None:
-            c = rows.shape[1]
-            self._sum = torch.zeros(c, c, dtype=torch.float64, device=rows.device)
-        for chunk in rows.split(_ROWS_PER_GRAM):
-            self._sum += (chunk.T @ chunk).to(torch.float64)
-        self.count += rows.shape[0]
+        """Add (n, C) rows."""
+        self.add_gram(row_gram(rows), rows.shape[0])
+
+    def add_gram(self, gram: torch.Tensor, rows: int) -> None:
+        """Add a float64 Gram matrix Σ k kᵀ (C, C) over ``rows`` rows."""
+        self._sum = gram.clone() if self._sum is None else self._sum + gram
+        self.count += rows
 
     def moment(self) -> torch.Tensor:
         if self._sum is None or self.count == 0:
@@ -60,33 +93,147 @@ class SecondMoment:
         return self._sum / self.count
 
 
+def key_gram(mem: LinearMemory, keys: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(Σ k kᵀ (C_in, C_in) float64, number of key rows) for a batch of a layer's inputs.
+
+    When a sample has at least as many key locations as key dims, one batched Gram per sample
+    (float32, summed in float64) skips the transposing copy to rows: 2-4x faster at the faces
+    model's 16×16 and 32×32 layers, and its (N, C, C) output is no larger than the keys.
+    """
+    if mem.spatial and keys.shape[2] * keys.shape[3] >= keys.shape[1]:
+        k = keys.flatten(2)  # (N, C, H*W), a view
+        gram = torch.matmul(k, k.transpose(1, 2)).sum(0, dtype=torch.float64)  # (C, C)
+        return gram, k.shape[0] * k.shape[2]
+    rows = mem.key_rows(keys)  # (N*H*W, C): a transposing copy for conv keys
+    return row_gram(rows), rows.shape[0]
+
+
 def stats_seeds(n: int) -> range:
     return range(STATS_SEED_BASE, STATS_SEED_BASE + n)
 
 
-def key_batches(gen: Generator, layer: str, n: int, batch_size: int = 250,
+# -- how many samples ---------------------------------------------------------------------------
+def samples_needed(key_dim: int, rows_per_sample: int) -> int:
+    """The documented rule: enough samples for ROWS_PER_KEY_DIM key rows per key dimension."""
+    n = ROWS_PER_KEY_DIM * key_dim / max(rows_per_sample, 1)
+    n = SAMPLE_STEP * math.ceil(n / SAMPLE_STEP)
+    return int(min(max(n, MIN_SAMPLES), MAX_SAMPLES))
+
+
+def rows_per_sample(key_shape: Sequence[int], key_dim: int) -> int:
+    """Key rows one sample gives: H·W for conv keys (C, H, W), the leading dims for linear."""
+    return math.prod(key_shape) // key_dim
+
+
+def auto_samples(gen: Generator, layers: Sequence[str] | None = None,
+                 shapes: Mapping[str, Mapping] | None = None) -> dict[str, int]:
+    """``samples_needed`` for each layer; ``shapes`` as from gen.layer_shapes() (saves a forward)."""
+    layers = list(layers or gen.layer_names())
+    shapes = shapes if shapes is not None else gen.layer_shapes()
+    out = {}
+    for layer in layers:
+        dim = memory_for(gen.layer(layer), layer).key_dim
+        out[layer] = samples_needed(dim, rows_per_sample(shapes[layer]["keys"], dim))
+    return out
+
+
+# -- collection ----------------------------------------------------------------------------------
+def _batch_ends(counts: Mapping[str, int], batch_size: int) -> list[int]:
+    """Batch end points: every ``batch_size`` samples, and at every layer's count."""
+    ends = set(range(batch_size, max(counts.values(), default=0), batch_size))
+    return sorted(ends | {int(n) for n in counts.values()})
+
+
+def _gram_hook(grams: dict[str, tuple[torch.Tensor, int]], layer: str, mem: LinearMemory):
+    """A forward pre-hook adding the Gram of the first input the layer sees to ``grams``; done
+    at once, so later in-place ops on that tensor cannot touch it."""
+    def hook(_module, args):
+        if layer not in grams:
+            grams[layer] = key_gram(mem, args[0])
+    return hook
+
+
+def layer_key_grams(gen: Generator, counts: Mapping[str, int], batch_size: int = BATCH_SIZE,
+                    progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                    ) -> Iterator[tuple[int, dict[str, tuple[torch.Tensor, int]]]]:
+    """Yield (samples done, {layer: (Σ k kᵀ float64, rows)}) batch by batch.
+
+    ``counts`` maps layers to sample counts. A batch holds the layers whose count it has not
+    reached and runs the generator once, up to the deepest of them (``gen.keys`` stops there;
+    forward pre-hooks read the others on the way).
+    """
+    mems = {layer: memory_for(gen.layer(layer), layer) for layer in counts}  # validates names
+    if any(int(n) < 1 for n in counts.values()):
+        raise ValueError(f"sample counts must be positive, got {dict(counts)}")
+    order = gen.layer_names()
+    layers = sorted(counts, key=order.index)  # forward order
+    seeds = stats_seeds(max(counts.values(), default=0))
+    names = ", ".join(layers)
+    start = 0
+    with torch.inference_mode():
+        for stop in _batch_ends(counts, batch_size):
+            check_cancel(cancel, "Collecting statistics")
+            *shallow, deepest = [layer for layer in layers if counts[layer] >= stop]
+            grams: dict[str, tuple[torch.Tensor, int]] = {}
+            handles = [gen.layer(layer).register_forward_pre_hook(
+                _gram_hook(grams, layer, mems[layer])) for layer in shallow]
+            try:
+                z = gen.latents(seeds[start:stop])
+                grams[deepest] = key_gram(mems[deepest], gen.keys(deepest, z))
+            finally:
+                for h in handles:
+                    h.remove()
+            missed = [layer for layer in shallow if layer not in grams]
+            if missed:
+                raise RuntimeError(f"The forward pass to {deepest!r} never reached {missed}; "
+                                   "gen.layer_names() must list layers in forward order.")
+            yield stop, grams
+            report(progress, stop, len(seeds), f"statistics for {names}")
+            start = stop
+
+
+def collect_second_moments(gen: Generator, counts: Mapping[str, int],
+                           batch_size: int = BATCH_SIZE, progress: ProgressFn | None = None,
+                           cancel: CancelToken | None = None,
+                           on_layer: Callable[[str, torch.Tensor], None] | None = None,
+                           ) -> dict[str, torch.Tensor]:
+    """{layer: C (C_in, C_in) float64} over ``counts[layer]`` samples each, in one pass.
+
+    ``on_layer(layer, C)`` is called as soon as a layer's count is reached.
+    """
+    stats = {layer: SecondMoment() for layer in counts}
+    out = {}
+    for done, grams in layer_key_grams(gen, counts, batch_size, progress, cancel):
+        for layer, (gram, rows) in grams.items():
+            stats[layer].add_gram(gram, rows)
+            if done == counts[layer]:
+                c = stats[layer].moment()
+                out[layer] = (c + c.T) / 2  # exact symmetry, so the cache check holds on reload
+                if on_layer is not None:
+                    on_layer(layer, out[layer])
+    return out
+
+
+def key_batches(gen: Generator, layer: str, n: int, batch_size: int = BATCH_SIZE,
                 progress: ProgressFn | None = None, cancel: CancelToken | None = None,
                 ) -> Iterator[torch.Tensor]:
-    """Yield the layer's key rows for ``n`` statistics samples, batch by batch."""
+    """Yield one layer's key rows (rows, C_in) for ``n`` statistics samples, batch by batch."""
     mem = memory_for(gen.layer(layer), layer)
     seeds = stats_seeds(n)
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             check_cancel(cancel, "Collecting statistics")
-            z = gen.latents(seeds[start:start + batch_size])
-            yield mem.key_rows(gen.keys(layer, z))
+            yield mem.key_rows(gen.keys(layer, gen.latents(seeds[start:start + batch_size])))
             report(progress, min(start + batch_size, n), n, f"statistics for {layer}")
 
 
-def collect_second_moment(gen: Generator, layer: str, n: int, batch_size: int = 250,
+def collect_second_moment(gen: Generator, layer: str, n: int, batch_size: int = BATCH_SIZE,
                           progress: ProgressFn | None = None,
                           cancel: CancelToken | None = None) -> torch.Tensor:
-    stat = SecondMoment()
-    for rows in key_batches(gen, layer, n, batch_size, progress, cancel):
-        stat.add(rows)
-    return stat.moment()
+    return collect_second_moments(gen, {layer: n}, batch_size, progress, cancel)[layer]
 
 
+# -- the disk cache ------------------------------------------------------------------------------
 def cache_key(fingerprint: str, layer: str, n: int) -> dict[str, str]:
     return {"format": FORMAT_VERSION, "fingerprint": fingerprint, "layer": layer,
             "samples": str(n), "seed_base": str(STATS_SEED_BASE)}
@@ -131,29 +278,47 @@ def load_cached(path: Path, meta: dict[str, str], dim: int) -> tuple[torch.Tenso
     return c, ""
 
 
-def cached_second_moment(gen: Generator, layer: str, n: int, fingerprint: str,
-                         cache_dir: Path | str | None = None, batch_size: int = 250,
-                         progress: ProgressFn | None = None,
-                         cancel: CancelToken | None = None, refresh: bool = False) -> torch.Tensor:
-    """C for ``layer`` from the disk cache, or collected (and cached) when missing or bad."""
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    meta = cache_key(fingerprint, layer, n)
-    path = cache_path(cache_dir, meta)
-    dim = memory_for(gen.layer(layer), layer).key_dim
-    if refresh:
-        path.unlink(missing_ok=True)
-    c, reason = load_cached(path, meta, dim)
-    if c is not None:
-        report(progress, n, n, f"statistics for {layer} (cached)")
-        return c.to(gen.device)
-    if path.exists():
-        warnings.warn(f"Statistics cache {path.name} rejected: {reason}; rebuilding it.",
-                      stacklevel=2)
-    c = collect_second_moment(gen, layer, n, batch_size, progress, cancel)
-    c = (c + c.T) / 2  # exact symmetry, so the check above holds on reload
+def save_cached(path: Path, meta: dict[str, str], c: torch.Tensor) -> None:
     cpu = c.cpu().contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     save_file({"moment": cpu}, str(tmp), metadata={**meta, "sha256": _checksum(cpu)})
     os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
-    return c
+
+
+def cached_second_moments(gen: Generator, counts: Mapping[str, int], fingerprint: str,
+                          cache_dir: Path | str | None = None, batch_size: int = BATCH_SIZE,
+                          progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                          refresh: bool = False) -> dict[str, torch.Tensor]:
+    """{layer: C} from the disk cache; the missing or bad ones collected in one pass and cached."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    metas = {layer: cache_key(fingerprint, layer, int(n)) for layer, n in counts.items()}
+    paths = {layer: cache_path(cache_dir, meta) for layer, meta in metas.items()}
+    out, missing = {}, {}
+    for layer, n in counts.items():
+        dim = memory_for(gen.layer(layer), layer).key_dim
+        if refresh:
+            paths[layer].unlink(missing_ok=True)
+        c, reason = load_cached(paths[layer], metas[layer], dim)
+        if c is not None:
+            out[layer] = c.to(gen.device)
+            report(progress, n, n, f"statistics for {layer} (cached)")
+            continue
+        if paths[layer].exists():
+            warnings.warn(f"Statistics cache {paths[layer].name} rejected: {reason}; "
+                          "rebuilding it.", stacklevel=2)
+        missing[layer] = int(n)
+    if missing:
+        out.update(collect_second_moments(
+            gen, missing, batch_size, progress, cancel,
+            on_layer=lambda layer, c: save_cached(paths[layer], metas[layer], c)))
+    return {layer: out[layer] for layer in counts}
+
+
+def cached_second_moment(gen: Generator, layer: str, n: int, fingerprint: str,
+                         cache_dir: Path | str | None = None, batch_size: int = BATCH_SIZE,
+                         progress: ProgressFn | None = None,
+                         cancel: CancelToken | None = None, refresh: bool = False) -> torch.Tensor:
+    """C for ``layer`` from the disk cache, or collected (and cached) when missing or bad."""
+    return cached_second_moments(gen, {layer: n}, fingerprint, cache_dir, batch_size, progress,
+                                 cancel, refresh)[layer]

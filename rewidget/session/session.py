@@ -26,7 +26,14 @@ import numpy as np
 import torch
 
 from ..core import heatmaps
-from ..core.directions import DEFAULT_RULE, CovarianceInverse, check_rule, context_rule, match_map
+from ..core.directions import (
+    DEFAULT_RULE,
+    RULES,
+    CovarianceInverse,
+    check_rule,
+    context_rule,
+    match_map,
+)
 from ..core.edits import Edit, compute_edit, sample_latents
 from ..core.errors import RewriteError
 from ..core.export import load_delta, save_delta, save_state_dict
@@ -35,8 +42,9 @@ from ..core.memory import memory_for
 from ..core.progress import CancelToken, ProgressFn, check_cancel, report
 from ..core.requests import EditRequest, Paste, Sample, Selection, from_paper_json
 from ..core.solve import DEFAULT_OPTIONS, masked_errors
-from ..core.statistics import cached_second_moment
+from ..core.statistics import auto_samples, cached_second_moments
 from ..models import GeneratorAdapter, load
+from .suggest import PREVIEW_SEEDS, RANKS, RIDGES, Candidate, Suggestion, suggest
 
 EVENTS = ("selection", "layer", "stats", "edit", "undo", "redo", "reset", "strength", "grid")
 
@@ -48,8 +56,8 @@ def _samples(items: Iterable) -> list[Sample]:
 class RewriteSession:
     def __init__(self, model: str | GeneratorAdapter = "dcgan-faces", *, device=None,
                  layer: str | None = None, rank: int = 1, solver: str = "exact",
-                 direction_rule: str = DEFAULT_RULE,
-                 stats_samples: int = 10_000, cache_dir: str | Path | None = None,
+                 direction_rule: str = DEFAULT_RULE, protect: float = 0.0,
+                 stats_samples: int | str = "auto", cache_dir: str | Path | None = None,
                  grid: Sequence[int] = range(16)) -> None:
         self.gen = load(model, device) if isinstance(model, str) else model
         self.fingerprint = self.gen.fingerprint()
@@ -59,7 +67,15 @@ class RewriteSession:
         self.gen.layer(self.layer)
         self.rank, self.solver = rank, solver
         self.direction_rule = check_rule(direction_rule)
-        self.stats_samples = int(stats_samples)
+        EditRequest(layer="", protect=protect)  # validates: a share in [0, 1)
+        self.protect = float(protect)
+        self.keep: list[Selection] = []  # regions whose output the edit must leave alone
+        if stats_samples != "auto" and (isinstance(stats_samples, (bool, str, float))
+                                        or int(stats_samples) < 1):
+            raise RewriteError(f"stats_samples={stats_samples!r} is not a sample count.",
+                               "pass \"auto\" (per layer) or a positive int (every layer).")
+        #: "auto": each layer's count from the documented rule (samples_for); an int: every layer
+        self.stats_samples = stats_samples if stats_samples == "auto" else int(stats_samples)
         self.cache_dir = cache_dir
         self.context: list[Selection] = []
         self.copy: Selection | None = None
@@ -67,8 +83,8 @@ class RewriteSession:
         self.more_pastes: list[tuple[Selection, Paste]] = []  # further goals (add_paste)
         self.grid: list[Sample] = _samples(grid)
         self.last_edit: Edit | None = None
-        self._moments: dict[str, torch.Tensor] = {}
-        self._inverses: dict[str, CovarianceInverse] = {}
+        self._moments: dict[tuple[str, int], torch.Tensor] = {}  # (layer, samples) → C
+        self._inverses: dict[tuple[str, int], CovarianceInverse] = {}
         self._keys_cache: dict[tuple, tuple[tuple, torch.Tensor]] = {}
         self._original_cache: dict[tuple, torch.Tensor] = {}
         self._pool: dict[tuple, torch.Tensor] = {}
@@ -100,7 +116,7 @@ class RewriteSession:
 
     def layers(self) -> list[dict]:
         """Editable layers with type, key/value shapes and whether statistics are loaded."""
-        return [{"name": n, **self.shapes[n], "stats": n in self._moments}
+        return [{"name": n, **self.shapes[n], "stats": (n, self.samples_for(n)) in self._moments}
                 for n in self.gen.layer_names()]
 
     def set_layer(self, name: str) -> None:
@@ -208,42 +224,93 @@ class RewriteSession:
             self.more_pastes.clear()
         self._emit("selection", what="paste")
 
+    def set_keep(self, sample, mask) -> None:
+        """Make ``mask`` the keep region on ``sample`` (what the edit must not change); None
+        removes it. The edit's directions are kept orthogonal to the keys painted there."""
+        sample = Sample.of(sample)
+        new = None if mask is None else Selection(sample, mask)  # validates first
+        with self.lock:
+            rest = [k for k in self.keep if k.sample != sample]
+            self.keep = rest + ([new] if new is not None else [])
+        self._emit("selection", what="keep")
+
+    def clear_keep(self) -> None:
+        with self.lock:
+            self.keep = []
+        self._emit("selection", what="keep")
+
+    def set_protect(self, share: float) -> None:
+        """Automatic protection: keep D orthogonal to ``share`` (0 ≤ share < 1; 0 = off) of the
+        energy of keys sampled where the context does not fire."""
+        EditRequest(layer=self.layer, protect=share)  # validates
+        with self.lock:
+            self.protect = float(share)
+        self._emit("selection", what="keep")
+
     def clear_selection(self) -> None:
         with self.lock:
+            self.keep = []
             self.context.clear()
             self.copy = self.paste = None
             self.more_pastes.clear()
         self._emit("selection", what="all")
 
     # -- statistics ---------------------------------------------------------------------------
-    def statistics(self, layer: str | None = None, progress: ProgressFn | None = None,
-                   cancel: CancelToken | None = None, refresh: bool = False) -> torch.Tensor:
-        """C = E[kkᵀ] of the layer's keys on the original weights (disk-cached)."""
+    def samples_for(self, layer: str | None = None) -> int:
+        """How many statistics samples C at ``layer`` is collected over: the session's int, or
+        with stats_samples="auto" the per-layer rule documented in core/statistics.py."""
         layer = layer or self.layer
         self.gen.layer(layer)
-        if layer in self._moments and not refresh:
-            return self._moments[layer]
-        # keys at a layer depend only on the layers before it: only when one of those is edited
-        # must W₀ be swapped in, and only then is the lock held (renders would see W₀)
-        upstream_edited = bool(self.history.state_token(self._upstream(layer)))
-        with (self.lock if upstream_edited else nullcontext()), \
-                (self.history.original_weights() if upstream_edited else nullcontext()):
-            # the weights as they are now (this session's edits swapped out), not as loaded: a
-            # generator shared with another session may carry that session's edits
-            fingerprint = self.gen.fingerprint(current=True)
-            c = cached_second_moment(self.gen, layer, self.stats_samples, fingerprint,
-                                     self.cache_dir, progress=progress, cancel=cancel,
-                                     refresh=refresh)
-        self._moments[layer] = c
-        self._inverses.pop(layer, None)
-        self._emit("stats", layer=layer)
-        return c
+        if self.stats_samples != "auto":
+            return self.stats_samples
+        return auto_samples(self.gen, [layer], self.shapes)[layer]
 
-    def inverse(self, layer: str | None = None, progress=None, cancel=None) -> CovarianceInverse:
+    def statistics(self, layer: str | None = None, progress: ProgressFn | None = None,
+                   cancel: CancelToken | None = None, refresh: bool = False,
+                   samples: int | None = None) -> torch.Tensor:
+        """C = E[kkᵀ] of the layer's keys on the original weights (disk-cached), over
+        ``samples`` statistics samples (default: samples_for(layer))."""
         layer = layer or self.layer
-        if layer not in self._inverses:
-            self._inverses[layer] = CovarianceInverse(self.statistics(layer, progress, cancel))
-        return self._inverses[layer]
+        return self.statistics_for([layer], progress, cancel, refresh, samples)[layer]
+
+    def statistics_for(self, layers: Sequence[str] | None = None,
+                       progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                       refresh: bool = False, samples: int | None = None
+                       ) -> dict[str, torch.Tensor]:
+        """{layer: C} for ``layers`` (default: every editable layer), each over
+        samples_for(layer) samples, or ``samples`` for all. Those not loaded yet come from the
+        disk cache, and the ones missing there from one forward pass for all of them."""
+        layers = list(layers or self.gen.layer_names())
+        counts = {layer: self.samples_for(layer) if samples is None else int(samples)
+                  for layer in layers}
+        missing = {layer: n for layer, n in counts.items()
+                   if refresh or (layer, n) not in self._moments}
+        if missing:
+            # keys at a layer depend only on the layers before it: only when one of those is
+            # edited must W₀ be swapped in, and only then is the lock held (renders would see W₀)
+            upstream_edited = any(self.history.state_token(self._upstream(layer))
+                                  for layer in missing)
+            with (self.lock if upstream_edited else nullcontext()), \
+                    (self.history.original_weights() if upstream_edited else nullcontext()):
+                # the weights as they are now (this session's edits swapped out), not as loaded:
+                # a generator shared with another session may carry that session's edits
+                fingerprint = self.gen.fingerprint(current=True)
+                found = cached_second_moments(self.gen, missing, fingerprint, self.cache_dir,
+                                              progress=progress, cancel=cancel, refresh=refresh)
+            for layer, c in found.items():
+                self._moments[(layer, missing[layer])] = c
+                self._inverses.pop((layer, missing[layer]), None)
+                self._emit("stats", layer=layer)
+        return {layer: self._moments[(layer, n)] for layer, n in counts.items()}
+
+    def inverse(self, layer: str | None = None, progress=None, cancel=None,
+                samples: int | None = None) -> CovarianceInverse:
+        layer = layer or self.layer
+        key = (layer, self.samples_for(layer) if samples is None else int(samples))
+        if key not in self._inverses:
+            self._inverses[key] = CovarianceInverse(self.statistics(layer, progress, cancel,
+                                                                    samples=key[1]))
+        return self._inverses[key]
 
     # -- edits --------------------------------------------------------------------------------
     def request(self, kind: str = "paste", layer: str | None = None, rank: int | None = None,
@@ -255,14 +322,16 @@ class RewriteSession:
         """
         solver = solver or self.solver
         solver_options = {**DEFAULT_OPTIONS.get(solver, {}), **solver_options}
-        req = EditRequest(layer=layer or self.layer, model=self.gen.name, kind=kind,
+        layer = layer or self.layer
+        req = EditRequest(layer=layer, model=self.gen.name, kind=kind,
                           rank=self.rank if rank is None else rank,
                           solver=solver, context=tuple(self.context),
                           direction_rule=direction_rule or self.direction_rule,
+                          keep=tuple(self.keep), protect=self.protect,
                           copy=self.copy if kind == "paste" else None,
                           paste=self.paste if kind == "paste" else None,
                           more_pastes=tuple(self.more_pastes) if kind == "paste" else (),
-                          stats_samples=self.stats_samples, solver_options=solver_options)
+                          stats_samples=self.samples_for(layer), solver_options=solver_options)
         req.validate_complete()
         return req
 
@@ -278,11 +347,13 @@ class RewriteSession:
         if request.model and request.model != self.gen.name:
             raise RewriteError(f"The request was made for model {request.model!r}; this session "
                                f"holds {self.gen.name!r}.", "replay it in a session on that model.")
-        if request.stats_samples != self.stats_samples:
-            raise RewriteError(f"The request used statistics over {request.stats_samples} samples;"
-                               f" this session uses {self.stats_samples}.",
-                               f"create the session with stats_samples={request.stats_samples}.")
-        inv = self.inverse(request.layer, progress, cancel)
+        n = request.stats_samples
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise RewriteError(f"The request's stats_samples {n!r} is not a sample count.",
+                               "record a positive int (session.samples_for(layer)).")
+        # the statistics the request was made with: samples_for(layer) for this session's own
+        # requests, or the count an older request recorded (collected for it if need be)
+        inv = self.inverse(request.layer, progress, cancel, samples=n)
         with self.lock:
             return compute_edit(self.gen, request, inv, progress, cancel)
 
@@ -292,6 +363,48 @@ class RewriteSession:
         edit = self.compute_edit(request, progress, cancel)
         check_cancel(cancel, "The edit")
         return self.apply(edit, strength)
+
+    def suggest(self, layers: Sequence[str] | None = None, ranks: Sequence[int] = RANKS,
+                rules: Sequence[str] = RULES, kind: str | None = None, solver: str = "exact",
+                preview: Sequence[int] = PREVIEW_SEEDS, progress: ProgressFn | None = None,
+                cancel: CancelToken | None = None, extra: Sequence[Edit] = (),
+                ridges: Sequence[float] = RIDGES) -> Suggestion:
+        """Solve the current selections at every layer × rank × direction rule, score each
+        candidate on held-out samples (effect, collateral, realism) and rank them. Installs
+        nothing: the weights are bit-for-bit the same afterwards. ``extra`` edits (a hand-chosen
+        setting) are scored alongside. See session/suggest.py."""
+        return suggest(self, layers, ranks, rules, kind, solver, preview, progress, cancel, extra,
+                       ridges)
+
+    def preview(self, edit: Edit | Candidate, samples: Sequence | None = None) -> np.ndarray:
+        """(N, S, S, 3) uint8: the grid (or ``samples``) as it would look with ``edit`` added to
+        the weights installed now. Nothing is written into the model."""
+        edit = edit.edit if isinstance(edit, Candidate) else edit
+        samples = _samples(self.grid if samples is None else samples)
+        with self.lock, torch.no_grad():
+            module = self.gen.layer(edit.layer)
+            keys = self.keys(edit.layer, samples)
+            x = self.gen.forward_from(edit.layer, keys, z=sample_latents(self.gen, samples),
+                                      weight=module.weight + edit.delta(module))
+        return self.gen.to_rgb(x)
+
+    def commit(self, candidate: Candidate, confirm: bool = False, strength: float = 1.0) -> Edit:
+        """Install a suggested candidate. One whose collateral or realism meter is red is
+        refused unless ``confirm=True`` (the app asks a second time)."""
+        if candidate.blocked and not confirm:
+            why = "; ".join(m.why for k, m in candidate.meters.items()
+                            if k in ("collateral", "realism") and m.level == "red")
+            raise RewriteError(f"{candidate.label()} is likely to damage the images ({why}).",
+                               "look at the preview, then commit with confirm=True, or choose "
+                               "another candidate.")
+        return self.apply(candidate.edit, strength)
+
+    def prepare_statistics(self, layers: Sequence[str] | None = None,
+                           progress: ProgressFn | None = None,
+                           cancel: CancelToken | None = None) -> None:
+        """Load or collect C (and factor it) for ``layers`` (default: all editable layers)."""
+        for layer in layers or self.gen.layer_names():
+            self.inverse(layer, progress, cancel)
 
     def erase(self, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
               **kw: Any) -> Edit:
@@ -472,7 +585,8 @@ class RewriteSession:
                                    "JSON text.") from e
         return from_paper_json(obj, latents, layer or self.layer, self.gen.name,
                                self.gen.image_size, rank=self.rank if rank is None else rank,
-                               solver=solver or self.solver, stats_samples=self.stats_samples,
+                               solver=solver or self.solver,
+                               stats_samples=self.samples_for(layer or self.layer),
                                direction_rule=self.direction_rule)
 
     def replay(self, request: EditRequest | str | Path, **kw: Any) -> Edit:
@@ -486,6 +600,7 @@ class RewriteSession:
             self.gen.layer(request.layer)
             self.layer, self.rank, self.solver = request.layer, request.rank, request.solver
             self.direction_rule = request.direction_rule
+            self.keep, self.protect = list(request.keep), request.protect
             self.context = list(request.context)
             self.copy, self.paste = request.copy, request.paste
             self.more_pastes = list(request.more_pastes)
