@@ -1,4 +1,4 @@
-"""Rule-edit benchmark: named edits replayed at every layer, rank and solver, scored on held-out seeds.
+"""Rule-edit benchmark: named edits replayed at every layer, rank, direction rule and solver, scored on held-out seeds.
 
     python benchmarks/make_requests.py                   # (re)writes benchmarks/requests/*.json
     python benchmarks/rule_edits.py                      # full run: 500 held-out seeds, C over 10k
