@@ -99,6 +99,9 @@ def main() -> None:
         run_all(page)
         kc = lab.kernel_client("01_quickstart.ipynb")
         kernel_wait(kc, "app.wait(30)")
+        # a chosen layer and rank: Rewrite solves that one setting (on "auto" it would suggest)
+        kernel_eval(kc, "setattr(app, 'layer_choice', 'main.6') or setattr(app, 'rank_choice', 1)")
+        kernel_wait(kc, "app.wait(30)")
         edits = kernel_eval(kc, "len(session.history)")
 
         click_ms, arrive_ms, task_ms = [], [], []
