@@ -65,8 +65,13 @@ class Reference:
     whitener: torch.Tensor  # (C, C) float64, symmetric
 
     @classmethod
-    def of(cls, rows: torch.Tensor, floor: float = 1e-6) -> Reference:
-        """From feature rows (n, C); eigenvalues below floor·max are raised to it."""
+    def of(cls, rows: torch.Tensor, floor: float = 1e-3) -> Reference:
+        """From feature rows (n, C); eigenvalues below floor·max are raised to it.
+
+        The floor matters: the scenes world's flat colours make its patch covariance nearly
+        singular, and at 1e-6 every visible last-layer change read as unrealistic; at 1e-2 an
+        edit that wrecks every face (faces, main.12, rank 6) read as realistic. 1e-3 keeps both
+        apart (benchmarks/suggest.py, suggest_scenes.py)."""
         mu, cov = feature_moments(rows)
         with serial():
             evals, evecs = torch.linalg.eigh(cov)

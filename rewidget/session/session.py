@@ -402,9 +402,12 @@ class RewriteSession:
     def prepare_statistics(self, layers: Sequence[str] | None = None,
                            progress: ProgressFn | None = None,
                            cancel: CancelToken | None = None) -> None:
-        """Load or collect C (and factor it) for ``layers`` (default: all editable layers)."""
-        for layer in layers or self.gen.layer_names():
-            self.inverse(layer, progress, cancel)
+        """Load or collect C (and factor it) for ``layers`` (default: all editable layers);
+        the missing ones are collected in one forward pass (statistics_for)."""
+        layers = list(layers or self.gen.layer_names())
+        self.statistics_for(layers, progress, cancel)
+        for layer in layers:
+            self.inverse(layer)
 
     def erase(self, progress: ProgressFn | None = None, cancel: CancelToken | None = None,
               **kw: Any) -> Edit:

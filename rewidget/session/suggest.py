@@ -70,6 +70,7 @@ COLLATERAL_GREEN, COLLATERAL_AMBER = 0.02, 0.05  # mean |Δpixel| in 0..1 (5/255
 REALISM_GREEN, REALISM_AMBER = 0.03, 0.12  # extra whitened Fréchet distance per channel
 SPREAD_GOAL = 20 / 255  # a change where the context fires that anyone sees
 REALISM_WEIGHT = 0.25
+REALISM_IN_FEATURES = True
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,7 @@ class _LayerView:
         names = gen.layer_names()
         later = [n for n in names[names.index(layer) + 1:]
                  if len(session.shapes[n]["keys"]) == 3]
-        self.stop = later[-1] if later else None
+        self.stop = (later[-1] if later else None) if REALISM_IN_FEATURES else None
         self.space = f"{self.stop} input features" if self.stop else "4×4 pixel patches"
         self.before, self.feats_before = self.render(None)
         if self.stop not in references:
