@@ -36,10 +36,10 @@ from rewidget.core.requests import EditRequest
 from rewidget.core.statistics import (
     MAX_SAMPLES,
     SecondMoment,
+    accumulate_moments,
     auto_samples,
     cached_second_moment,
     cached_second_moments,
-    layer_key_grams,
     rows_per_sample,
 )
 from rewidget.models import load
@@ -119,9 +119,7 @@ def moments_at(gen, layers, ns, n_ref) -> dict[int, dict[str, torch.Tensor]]:
     out: dict[int, dict[str, torch.Tensor]] = {}
     wanted = set(ns) | {n_ref}
     # batches end at every N (they divide it), so each C_N is the running moment at that point
-    for done, grams in layer_key_grams(gen, dict.fromkeys(layers, n_ref), batch_size=250):
-        for layer, (gram, rows) in grams.items():
-            stats[layer].add_gram(gram, rows)
+    for done in accumulate_moments(gen, stats, dict.fromkeys(layers, n_ref), batch_size=250):
         if done in wanted:
             out[done] = {layer: s.moment() for layer, s in stats.items()}
     return out

@@ -138,6 +138,14 @@ def test_one_pass_equals_per_layer_collection_tiny(gen):
                                    atol=1e-7)
 
 
+def test_one_pass_is_bit_exact_when_counts_are_whole_batches(gen):
+    """Each layer then gets the batches it would get alone: a replayed request's C is exact."""
+    counts = {"main.4": 48, "main.9": 32, "main.12": 16}
+    together = collect_second_moments(gen, counts, batch_size=16)
+    for layer, n in counts.items():
+        assert torch.equal(together[layer], collect_second_moment(gen, layer, n, batch_size=16))
+
+
 def test_one_pass_without_a_trunk_uses_hooks(gen):
     """A generator with no sequential trunk: gen.keys stops by a hook, ours read on the way."""
     from rewidget.models import from_module

@@ -5,14 +5,15 @@
         stat.add(keys)
     C = stat.moment()                                    # (C_in, C_in), float64
 
-    counts = auto_samples(gen)                           # {"main.0": 10000, ..., "main.12": 500}
+    counts = auto_samples(gen)                           # {"main.0": 10000, ..., "main.12": 2000}
     Cs = cached_second_moments(gen, counts, fingerprint=fp, cache_dir=dir, progress=show)
     C = cached_second_moment(gen, "main.6", n=10_000, fingerprint=fp)   # one layer
 
 One forward pass per batch feeds every layer that still needs samples: the deepest such layer
 stops the pass and forward pre-hooks read the shallower ones on the way. Layer ``l`` always
-sees the statistics seeds ``STATS_SEED_BASE + [0, n_l)``, so its C is the same (up to float32
-rounding of partial Grams) whether it is collected alone or with others.
+sees the statistics seeds ``STATS_SEED_BASE + [0, n_l)``, so its C is the same whether it is
+collected alone or with others: bit for bit when the counts are whole batches (as the auto
+counts are), else up to float32 rounding of the partial Grams.
 
 The cache key is everything that changes C: the model fingerprint, the layer, the sample
 count, the seed base and FORMAT_VERSION. A file whose metadata, shape, checksum or values
@@ -20,13 +21,35 @@ do not match is reported and rebuilt, never used. Layers already cached are load
 missing ones are collected, and each is saved as soon as its count is reached (a cancel keeps
 the layers finished before it, and never leaves a partial file).
 
-How many samples C needs (``auto_samples``). A layer with H×W key locations gives H·W key rows
-per sample, so a coarse layer needs many more samples than a fine one for the same number of
-rows. The rule: n = ROWS_PER_KEY_DIM · key_dim / (H·W), rounded up to a multiple of
-SAMPLE_STEP and clamped to [MIN_SAMPLES, MAX_SAMPLES]. What it changes, measured by
-``benchmarks/statistics_speed.py --study`` against 20,000-sample references (faces / scenes):
+How many samples C needs (``auto_samples``): n = ROWS_PER_KEY_DIM · key_dim / (H·W), rounded
+up to a multiple of SAMPLE_STEP and clamped to [MIN_SAMPLES, MAX_SAMPLES] = [2,000, 10,000]:
+enough samples for 1,000 key rows per key dimension. On the faces model that is 10,000 for the
+1×1 and 4×4 layers, 4,000 at 8×8 and 2,000 at 16×16 and 32×32 (scenes: 10k, 10k, 2k, 2k, 2k).
+Measured by ``benchmarks/statistics_speed.py --study`` against a 20,000-sample reference
+(nested seeds); err = relative Frobenius error of C, white = |Z C_N Z - I|₂ with
+Z = C_ref^-1/2 (the worst relative error over all key directions), cos1/cos3 = agreement of
+the top whitened context direction / rank-3 span (smallest principal cosine), worst of two
+saved requests' contexts:
 
-    RULE_TABLE_PLACEHOLDER
+    faces     keys          N       err    white  cos1    cos3     at N = 1,000: white  cos3
+    main.0    100 × 1×1     10,000  7.1%   0.14   0.977   0.997                  0.69   0.920
+    main.3    512 × 4×4     10,000  1.5%   0.10   0.998   0.998                  0.46   0.964
+    main.6    256 × 8×8      4,000  2.4%   0.18   0.999   0.994                  0.45   0.961
+    main.9    128 × 16×16    2,000  3.6%   0.23   0.998   0.996                  0.43   0.993
+    main.12    64 × 32×32    2,000  5.6%   0.18   0.998   0.997                  0.43   0.970
+    scenes main.6 / 9 / 12   2,000  2.9 / 0.9 / 0.3%    cos3 0.996 / 0.991 / 0.9999
+
+Rows of one sample are strongly correlated (neighbouring locations of one image), so the
+sample count matters more than the row count: at 1,000 samples the faces layers from 4×4 to
+32×32 all have white 0.43-0.46 whatever their rows per key dim (31 to 16,000), and the direction of the 32×32
+layer is as unsettled as that of the 8×8 one. Hence the floor: below 2,000 samples the
+rank-3 span moves (cos3 0.93-0.97 at 500-1,000 on faces' 32×32 layer). Frobenius errors
+jump with rare extreme samples (faces 32×32: 12% at 500, 23% at 1,000, 5.6% at 2,000) while
+the directions barely move; 10,000 samples is the ceiling (and the old default): it keeps
+caches and requests made with it valid, and the 1×1 layer, whose keys are the latents
+themselves, would need far more for its rare directions (cos1 0.977 at 10k). All layers of
+faces then cost one pass to 32×32 over 2,000 samples (plus 10k cheap shallow ones):
+~4x less work than 10,000 samples per layer.
 """
 
 from __future__ import annotations
@@ -62,15 +85,6 @@ MIN_SAMPLES = 2_000
 MAX_SAMPLES = 10_000
 
 
-def row_gram(rows: torch.Tensor) -> torch.Tensor:
-    """Σ rᵢ rᵢᵀ (C, C) float64 of (n, C) rows: partial Grams in the rows' dtype, summed in
-    float64."""
-    gram = torch.zeros(rows.shape[1], rows.shape[1], dtype=torch.float64, device=rows.device)
-    for chunk in rows.split(_ROWS_PER_GRAM):
-        gram += (chunk.T @ chunk).to(torch.float64)
-    return gram
-
-
 class SecondMoment:
     """Running uncentred second moment of row vectors; float64 accumulator."""
 
@@ -79,33 +93,18 @@ class SecondMoment:
         self.count = 0
 
     def add(self, rows: torch.Tensor) -> None:
-        """Add (n, C) rows."""
-        self.add_gram(row_gram(rows), rows.shape[0])
-
-    def add_gram(self, gram: torch.Tensor, rows: int) -> None:
-        """Add a float64 Gram matrix Σ k kᵀ (C, C) over ``rows`` rows."""
-        self._sum = gram.clone() if self._sum is None else self._sum + gram
-        self.count += rows
+        """Add (n, C) rows. Partial Grams in the rows' dtype, summed in float64."""
+        if self._sum is None:
+            c = rows.shape[1]
+            self._sum = torch.zeros(c, c, dtype=torch.float64, device=rows.device)
+        for chunk in rows.split(_ROWS_PER_GRAM):
+            self._sum += (chunk.T @ chunk).to(torch.float64)
+        self.count += rows.shape[0]
 
     def moment(self) -> torch.Tensor:
         if self._sum is None or self.count == 0:
             raise ValueError("SecondMoment.moment() before any add()")
         return self._sum / self.count
-
-
-def key_gram(mem: LinearMemory, keys: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(Σ k kᵀ (C_in, C_in) float64, number of key rows) for a batch of a layer's inputs.
-
-    When a sample has at least as many key locations as key dims, one batched Gram per sample
-    (float32, summed in float64) skips the transposing copy to rows: 2-4x faster at the faces
-    model's 16×16 and 32×32 layers, and its (N, C, C) output is no larger than the keys.
-    """
-    if mem.spatial and keys.shape[2] * keys.shape[3] >= keys.shape[1]:
-        k = keys.flatten(2)  # (N, C, H*W), a view
-        gram = torch.matmul(k, k.transpose(1, 2)).sum(0, dtype=torch.float64)  # (C, C)
-        return gram, k.shape[0] * k.shape[2]
-    rows = mem.key_rows(keys)  # (N*H*W, C): a transposing copy for conv keys
-    return row_gram(rows), rows.shape[0]
 
 
 def stats_seeds(n: int) -> range:
@@ -144,23 +143,30 @@ def _batch_ends(counts: Mapping[str, int], batch_size: int) -> list[int]:
     return sorted(ends | {int(n) for n in counts.values()})
 
 
-def _gram_hook(grams: dict[str, tuple[torch.Tensor, int]], layer: str, mem: LinearMemory):
-    """A forward pre-hook adding the Gram of the first input the layer sees to ``grams``; done
+def _adding_hook(stats: Mapping[str, SecondMoment], seen: set[str], layer: str,
+                 mem: LinearMemory):
+    """A forward pre-hook adding the first input the layer sees in a pass to stats[layer]; added
     at once, so later in-place ops on that tensor cannot touch it."""
     def hook(_module, args):
-        if layer not in grams:
-            grams[layer] = key_gram(mem, args[0])
+        if layer not in seen:
+            seen.add(layer)
+            stats[layer].add(mem.key_rows(args[0]))
     return hook
 
 
-def layer_key_grams(gen: Generator, counts: Mapping[str, int], batch_size: int = BATCH_SIZE,
-                    progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                    ) -> Iterator[tuple[int, dict[str, tuple[torch.Tensor, int]]]]:
-    """Yield (samples done, {layer: (Σ k kᵀ float64, rows)}) batch by batch.
+def accumulate_moments(gen: Generator, stats: Mapping[str, SecondMoment],
+                       counts: Mapping[str, int], batch_size: int = BATCH_SIZE,
+                       progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                       ) -> Iterator[int]:
+    """Add the key rows of ``counts[layer]`` statistics samples to ``stats[layer]``, one forward
+    pass per batch for all layers; yields the samples done after each batch.
 
-    ``counts`` maps layers to sample counts. A batch holds the layers whose count it has not
-    reached and runs the generator once, up to the deepest of them (``gen.keys`` stops there;
-    forward pre-hooks read the others on the way).
+    A batch holds the layers whose count it has not reached and runs the generator only up to
+    the deepest of them (``gen.keys`` stops there; forward pre-hooks read the others on the way).
+    With counts that are multiples of ``batch_size`` each layer gets the batches it would get
+    alone, so C is bit-for-bit the same as from a collection of that layer alone. (Per-sample
+    batched Grams, which skip the rows copy, were 15% faster here but change C in the 7th digit,
+    and a replayed request must get the exact C it was made with.)
     """
     mems = {layer: memory_for(gen.layer(layer), layer) for layer in counts}  # validates names
     if any(int(n) < 1 for n in counts.values()):
@@ -174,21 +180,21 @@ def layer_key_grams(gen: Generator, counts: Mapping[str, int], batch_size: int =
         for stop in _batch_ends(counts, batch_size):
             check_cancel(cancel, "Collecting statistics")
             *shallow, deepest = [layer for layer in layers if counts[layer] >= stop]
-            grams: dict[str, tuple[torch.Tensor, int]] = {}
+            seen: set[str] = set()
             handles = [gen.layer(layer).register_forward_pre_hook(
-                _gram_hook(grams, layer, mems[layer])) for layer in shallow]
+                _adding_hook(stats, seen, layer, mems[layer])) for layer in shallow]
             try:
-                z = gen.latents(seeds[start:stop])
-                grams[deepest] = key_gram(mems[deepest], gen.keys(deepest, z))
+                keys = gen.keys(deepest, gen.latents(seeds[start:stop]))
             finally:
                 for h in handles:
                     h.remove()
-            missed = [layer for layer in shallow if layer not in grams]
+            missed = [layer for layer in shallow if layer not in seen]
             if missed:
                 raise RuntimeError(f"The forward pass to {deepest!r} never reached {missed}; "
                                    "gen.layer_names() must list layers in forward order.")
-            yield stop, grams
+            stats[deepest].add(mems[deepest].key_rows(keys))
             report(progress, stop, len(seeds), f"statistics for {names}")
+            yield stop
             start = stop
 
 
@@ -203,14 +209,12 @@ def collect_second_moments(gen: Generator, counts: Mapping[str, int],
     """
     stats = {layer: SecondMoment() for layer in counts}
     out = {}
-    for done, grams in layer_key_grams(gen, counts, batch_size, progress, cancel):
-        for layer, (gram, rows) in grams.items():
-            stats[layer].add_gram(gram, rows)
-            if done == counts[layer]:
-                c = stats[layer].moment()
-                out[layer] = (c + c.T) / 2  # exact symmetry, so the cache check holds on reload
-                if on_layer is not None:
-                    on_layer(layer, out[layer])
+    for done in accumulate_moments(gen, stats, counts, batch_size, progress, cancel):
+        for layer in [layer for layer, n in counts.items() if n == done]:
+            c = stats[layer].moment()
+            out[layer] = (c + c.T) / 2  # exact symmetry, so the cache check holds on reload
+            if on_layer is not None:
+                on_layer(layer, out[layer])
     return out
 
 
