@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from rewidget.core.errors import RewriteError
 from rewidget.core.directions import RULES, CovarianceInverse, context_directions, context_keys
+from rewidget.core.errors import RewriteError
 from rewidget.core.memory import memory_for
 from rewidget.core.solve import masked_errors, solve_exact, solve_iterative
 from rewidget.core.statistics import collect_second_moment
