@@ -206,15 +206,19 @@ def _rows(feats: torch.Tensor) -> torch.Tensor:
 
 
 class _LayerView:
-    """Everything a layer's candidates share: keys, unedited renders and features."""
+    """Everything a layer's candidates share: keys, unedited renders and features.
+
+    Each candidate renders the paste targets (``samples``) and held-out ``preview`` samples;
+    the copied objects' images (``sources``) are rendered once, unedited."""
 
     def __init__(self, session: RewriteSession, layer: str, samples: list[Sample],
-                 preview: list[Sample], references: dict) -> None:
+                 preview: list[Sample], references: dict, sources: list[Sample] = ()) -> None:
         gen = session.gen
         self.gen, self.layer = gen, layer
         self.mem = memory_for(gen.layer(layer), layer)
         self.samples = samples + preview
         self.n_req = len(samples)
+        self.sources = {s: session.images([s])[0] for s in sources}  # (3, S, S) each
         self.z = sample_latents(gen, self.samples)
         self.keys = session.keys(layer, self.samples)  # (N, C_in, H, W) under current weights
         names = gen.layer_names()
@@ -263,7 +267,7 @@ def _paste_effect(view: _LayerView, after: torch.Tensor, request, index) -> floa
     size = view.before.shape[-1]
     scores = []
     for copy, paste in request.pastes:
-        src = view.before[index[copy.sample]][None]
+        src = view.sources[copy.sample][None]
         m = torch.from_numpy(copy.mask.astype("float32") / 255.0).to(src.device)[None, None]
         region = shift(m, paste.offset, size)[0, 0]
         moved = shift(src.float(), paste.offset, size)[0]
@@ -340,8 +344,8 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
         raise RewriteError("There is nothing to suggest from (no layer, rank or rule given).",
                            "pass at least one layer, rank and direction rule.")
     session.prepare_statistics(layers, progress=progress, cancel=cancel)
-    samples = list({s: None for s in [c.sample for c in base.context]
-                    + [s for c, p in base.pastes for s in (c.sample, p.sample)]})
+    samples = list({p.sample: None for _, p in base.pastes})  # rendered for every candidate
+    sources = list({c.sample: None for c, _ in base.pastes})  # rendered once
     index = {s: i for i, s in enumerate(samples)}
     held_out = [Sample(int(s)) for s in preview]
     candidates, skipped, references = [], [], {}
@@ -352,7 +356,7 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
 
     def view_of(layer: str) -> _LayerView:
         if layer not in views:
-            views[layer] = _LayerView(session, layer, samples, held_out, references)
+            views[layer] = _LayerView(session, layer, samples, held_out, references, sources)
         return views[layer]
 
     screen = min(SCREEN_SAMPLES, len(held_out))
