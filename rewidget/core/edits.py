@@ -166,9 +166,9 @@ def protected_keys(gen: Generator, mem: LinearMemory, request: EditRequest,
                    ctx_keys: torch.Tensor, ctx_weights: torch.Tensor) -> list:
     """[(keys, weights, energy), ...] the edit must leave alone (directions.context_basis): the
     painted keep regions' (KEEP_ENERGY of their energy) and, with request.protect = p > 0, p of
-    the energy of keys sampled on
-    PROTECT_SEEDS where the context does not fire (a sampled key counts as context when its
-    cosine with the mean context key reaches half the context keys' own mean cosine)."""
+    the energy of keys sampled on PROTECT_SEEDS where the context does not fire (a sampled key
+    counts as context when its cosine with the mean context key reaches half the context keys'
+    own mean cosine)."""
     parts = []
     if request.keep:
         latents = sample_latents(gen, [s.sample for s in request.keep])
