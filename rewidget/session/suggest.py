@@ -57,8 +57,9 @@ RANKS = (1, 2, 3, 6, 10)
 #: exact-solver ridges tried (relative, as in requests): on the faces glasses request the
 #: stronger ridge raised the eye-band ratio at main.6 rank 10 from 1.98 to 2.30
 RIDGES = (0.1, 1.0)
-#: every setting is screened on the first SCREEN_SAMPLES held-out samples; the FINALISTS best
-#: are scored again on all of them (and ranked above the rest)
+#: every layer × rule × rank is screened at the first ridge on the first SCREEN_SAMPLES held-out
+#: samples; the FINALISTS best are scored again on all of them, and also solved and scored at
+#: the other ridges (finalists are ranked above the rest)
 SCREEN_SAMPLES, FINALISTS = 6, 12
 PREVIEW_SEEDS = tuple(range(900_000, 900_012))  # held out: no request or statistics use them
 REFERENCE_SEEDS = tuple(range(910_000, 910_048))  # the generator's own feature distribution
@@ -360,40 +361,55 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
         return views[layer]
 
     screen = min(SCREEN_SAMPLES, len(held_out))
+    problems: dict[str, tuple] = {}  # layer → (EditProblem, CovarianceInverse)
+    total = len(settings) // len(options) + FINALISTS * len(options)
+
+    def solve(layer: str, rank: int, rule: str, opt: dict) -> Edit:
+        req = session.request(kind=kind, layer=layer, rank=rank, solver=solver,
+                              direction_rule=rule, **{**base.solver_options, **opt})
+        if layer not in problems:
+            problems[layer] = (edit_problem(gen, req), session.inverse(layer))
+        problem, inv = problems[layer]
+        d, level = problem.directions(inv, rank, rule, max(ranks))
+        return solve_problem(problem, req, inv, d, level)
+
     with session.lock, torch.no_grad(), serial():  # the weights stay as they are meanwhile
-        for layer in layers:
-            view = view_of(layer)
-            inv = session.inverse(layer)
-            problem = None
-            for (lay, rule, rank, opt) in settings:
-                if lay != layer:
-                    continue
-                check_cancel(cancel, "The suggestion")
-                report(progress, done, len(settings) + FINALISTS, f"suggest: {layer} rank {rank} {rule}")
-                done += 1
-                req = session.request(kind=kind, layer=layer, rank=rank, solver=solver,
-                                      direction_rule=rule, **{**base.solver_options, **opt})
-                try:
-                    problem = problem or edit_problem(gen, req)
-                    d, level = problem.directions(inv, rank, rule, max(ranks))
-                    edit = solve_problem(problem, req, inv, d, level)
-                except RewriteError as e:
-                    if opt == options[0]:  # the same reason for every ridge
-                        skipped.append(f"{layer} rank {rank} {rule}: {e.problem}")
-                    continue
-                candidates.append(score_candidate(view, edit, kind, index, screen))
+        # screening: every layer × rule × rank at the first solver option (ridge)
+        for layer, rule, rank, opt in settings:
+            if opt != options[0]:
+                continue
+            check_cancel(cancel, "The suggestion")
+            report(progress, done, total, f"suggest: {layer} rank {rank} {rule}")
+            done += 1
+            try:
+                edit = solve(layer, rank, rule, opt)
+            except RewriteError as e:
+                skipped.append(f"{layer} rank {rank} {rule}: {e.problem}")
+                continue
+            candidates.append(score_candidate(view_of(layer), edit, kind, index, screen))
         candidates += [score_candidate(view_of(e.layer), e, kind, index, screen) for e in extra]
-        # the finalists (and every extra edit) are scored again on all the held-out samples
+        # the finalists are scored again on all the held-out samples, each also at the other
+        # solver options (ridges); extra edits always are
         candidates.sort(key=lambda c: -c.score)
-        finalists = {id(c) for c in candidates[:FINALISTS]} | {
-            id(c) for c in candidates if any(c.edit is e for e in extra)}
-        for i, c in enumerate(candidates):
-            if id(c) in finalists:
-                check_cancel(cancel, "The suggestion")
-                report(progress, done, len(settings) + FINALISTS, f"suggest: final {c.label()}")
-                done += 1
-                candidates[i] = score_candidate(view_of(c.layer), c.edit, kind, index)
-    report(progress, len(settings) + FINALISTS, len(settings) + FINALISTS, "suggest: done")
+        finalists = candidates[:FINALISTS] + [c for c in candidates[FINALISTS:]
+                                              if any(c.edit is e for e in extra)]
+        rest = [c for c in candidates if all(c is not f for f in finalists)]
+        candidates = rest
+        for c in finalists:
+            check_cancel(cancel, "The suggestion")
+            report(progress, done, total, f"suggest: final {c.label()}")
+            done += 1
+            view = view_of(c.layer)
+            candidates.append(score_candidate(view, c.edit, kind, index))
+            if any(c.edit is e for e in extra):
+                continue
+            for opt in options[1:]:
+                try:
+                    edit = solve(c.layer, c.rank, c.rule, opt)
+                except RewriteError:
+                    continue
+                candidates.append(score_candidate(view, edit, kind, index))
+    report(progress, total, total, "suggest: done")
     if not candidates:
         raise RewriteError("No layer and rank could be solved for these selections: "
                            + "; ".join(skipped[:3]),
