@@ -206,7 +206,8 @@ def main(argv=None) -> str:
         figure(pic, s, [("before", s.render(FIGURE_SEEDS)),
                         ("suggested", s.preview(pick, FIGURE_SEEDS)),
                         ("best ratio by hand", s.preview(hand_edit, FIGURE_SEEDS))])
-        lines += [f"Picture: `{pic.relative_to(HERE.parent)}` (rows: before, suggested, "
+        shown = pic.relative_to(HERE.parent) if pic.is_relative_to(HERE.parent) else pic
+        lines += [f"Picture: `{shown}` (rows: before, suggested, "
                   "best ratio by hand; 8 held-out faces).", ""]
         print("\n".join(lines[-30:]), flush=True)
     text = "\n".join(lines) + "\n"
