@@ -154,20 +154,12 @@ def faces_scores(before: torch.Tensor, after: torch.Tensor, match: torch.Tensor,
     (1, 3, S, S)), also ``target_closer``: 1 - |after - copy| / |before - copy| over the pasted
     region of the request's own target image (1 = it shows the copied content exactly).
     """
-    from rewidget.core.masks import shift
-    from rewidget.core.metrics import change_inside_outside
+    from rewidget.core.metrics import change_inside_outside, paste_closeness
 
     out = change_inside_outside(before, after, match, threshold)
     if paste is not None:
         src, tb, ta, mask, offset = paste
-        size = src.shape[-1]
-        m = torch.from_numpy(np.asarray(mask, np.float32) / 255.0)[None, None]
-        moved_m = shift(m, offset, size)[0, 0]
-        moved = shift(src.float(), offset, size)
-        w = moved_m / moved_m.sum().clamp_min(1e-12)
-        d0 = float(((tb.float() - moved).abs().mean(1)[0] * w).sum())
-        d1 = float(((ta.float() - moved).abs().mean(1)[0] * w).sum())
-        out["target_closer"] = 1 - d1 / d0 if d0 > 0 else float("nan")
+        out["target_closer"] = paste_closeness(src[0], tb[0], ta[0], mask, offset)
     return out
 
 

@@ -123,7 +123,7 @@ class EditProblem:
     #: [(keys (n, C_in), weights (n,), energy), ...] whose values the edit must leave alone
     protected: list = field(default_factory=list)
     _bases: dict = field(default_factory=dict, repr=False)  # rule → (nested basis, width)
-    _normal: dict = field(default_factory=dict, repr=False)  # (rule, rank) → normal equations
+    _normal: list = field(default_factory=list, repr=False)  # [(D, normal equations), ...]
     _before: dict | None = field(default=None, repr=False)  # masked error of W₀ on the goals
 
     def directions(self, inv: CovarianceInverse, rank: int, rule: str,
@@ -138,6 +138,15 @@ class EditProblem:
             self._bases[rule] = cached
         d = take_rank(cached[0], rank, bool(self.protected))
         return d, context_level(d, self.context_keys, self.context_weights)
+
+    def normal(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exact solver's normal equations for directions ``d`` (shared by every ridge)."""
+        for known, eqs in self._normal:
+            if known.shape == d.shape and torch.equal(known, d):
+                return eqs
+        eqs = normal_equations(self.mem, d, self.targets)
+        self._normal.append((d, eqs))
+        return eqs
 
 
 def edit_problem(gen: Generator, request: EditRequest) -> EditProblem:
@@ -213,10 +222,7 @@ def solve_problem(problem: EditProblem, request: EditRequest, inv: CovarianceInv
     _check_targets_match(mem, d, targets, level)
     opts = _solver_options(request)
     if request.solver == "exact":
-        key = (request.direction_rule, d.shape[1])  # D is a function of these in a problem
-        if key not in problem._normal:
-            problem._normal[key] = normal_equations(mem, d, targets)
-        factor, rep = solve_exact(mem, d, targets, normal=problem._normal[key], **opts)
+        factor, rep = solve_exact(mem, d, targets, normal=problem.normal(d), **opts)
     else:
         factor, rep = solve_iterative(mem, d, targets, progress=progress, cancel=cancel, **opts)
     w = mem.weight.detach()

@@ -2,12 +2,16 @@
 
     r = change_inside_outside(before, after, match, threshold=0.5)
     r["inside"], r["outside"], r["ratio"]     # mean |Δpixel| in each region, and their ratio
+    closer = paste_closeness(copy_src, target_before, target_after, copy_mask, offset)
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .masks import shift
 
 
 def match_region(match: torch.Tensor, image_size: int, threshold: float = 0.5) -> torch.Tensor:
@@ -26,3 +30,19 @@ def change_inside_outside(before: torch.Tensor, after: torch.Tensor, match: torc
     outside = float(diff[~region].mean()) if (~region).any() else float("nan")
     return {"inside": inside, "outside": outside, "ratio": inside / max(outside, 1e-12),
             "inside_share": float(region.float().mean())}
+
+
+def paste_closeness(source: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
+                    mask: np.ndarray, offset: tuple[float, float]) -> float:
+    """1 − |after − copy| / |before − copy| over the pasted region of a paste target: how far
+    the target moved toward the copied content (1 = it shows the copy; NaN when the target
+    already did). ``source``, ``before``, ``after``: (3, S, S) images in [-1, 1]; ``mask``: the
+    copy's uint8 mask on ``source``; ``offset``: the paste's (dx, dy)."""
+    size = source.shape[-1]
+    m = torch.from_numpy(np.asarray(mask, np.float32) / 255.0).to(source.device)[None, None]
+    region = shift(m, offset, size)[0, 0]  # (S, S)
+    moved = shift(source[None].float(), offset, size)[0]  # (3, S, S)
+    w = region / region.sum().clamp_min(1e-12)
+    d0 = float(((before.float() - moved).abs().mean(0) * w).sum())
+    d1 = float(((after.float() - moved).abs().mean(0) * w).sum())
+    return 1 - d1 / d0 if d0 > 0 else float("nan")

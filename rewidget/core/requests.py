@@ -168,7 +168,7 @@ class EditRequest:
     #: painted regions whose output must not change: D is kept orthogonal to their keys
     keep: tuple[Selection, ...] = ()
     #: share (0 ≤ p < 1) of the energy of automatically sampled keys where the context does not
-    #: fire that D is kept orthogonal to (0: off); see directions.protected_directions
+    #: fire that D is kept orthogonal to (0: off); see edits.protected_keys
     protect: float = 0.0
 
     def __post_init__(self) -> None:

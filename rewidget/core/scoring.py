@@ -2,11 +2,10 @@
 
     mu, cov = feature_moments(rows)                  # rows (n, C) → (C,), (C, C), float64
     fd = frechet_distance(mu0, cov0, mu1, cov1)      # ‖μ₀−μ₁‖² + tr(Σ₀+Σ₁−2(Σ₀^½Σ₁Σ₀^½)^½)
-    shift = relative_frechet(rows_before, rows_after)  # fd / tr(Σ₀): 0 = same statistics
     ref = Reference.of(rows_of_many_samples)         # the generator's own distribution there
     loss = realism_loss(ref, rows_before, rows_after)  # extra distance from it, per channel
     size = relative_update(delta, weight)            # ‖ΔW‖ / ‖W₀‖
-    front = pareto_front([(effect, -collateral, -shift), ...])  # [True, False, ...]
+    front = pareto_front([(effect, -collateral, -loss), ...])  # [True, False, ...]
 
 The suggestion (session/suggest.py) renders the candidate edits and scores them with these.
 A Fréchet distance between the statistics of a generator's own features on edited and unedited
@@ -49,14 +48,6 @@ def frechet_distance(mu0: torch.Tensor, cov0: torch.Tensor, mu1: torch.Tensor,
     return max(fd, 0.0)
 
 
-def relative_frechet(before: torch.Tensor, after: torch.Tensor) -> float:
-    """Fréchet distance of feature rows (n, C) after vs before, over tr(Σ_before)."""
-    mu0, cov0 = feature_moments(before)
-    mu1, cov1 = feature_moments(after)
-    scale = float(torch.trace(cov0)) or 1.0
-    return frechet_distance(mu0, cov0, mu1, cov1) / scale
-
-
 @dataclass(frozen=True)
 class Reference:
     """The generator's own feature distribution at one place: mean and whitener Σ^-1/2."""
@@ -82,16 +73,12 @@ class Reference:
         """Fréchet distance of rows (n, C) to the reference, in its whitened units, per channel.
 
         In whitened units the reference is N(0, I) and the rows' Gaussian is N(Z(μ − μ_ref),
-        ZΣZ), so FD = ‖Z(μ − μ_ref)‖² + tr(ZΣZ) + C − 2 tr((ZΣZ)^½)."""
+        ZΣZ): only their moments are transformed, never the rows."""
         mu, cov = feature_moments(rows)
         z = self.whitener
-        m = (mu - self.mean) @ z
-        cw = z @ cov @ z
-        with serial():
-            evals = torch.linalg.eigvalsh((cw + cw.T) / 2).clamp_min(0)
-        dim = cov.shape[0]
-        fd = float(m.pow(2).sum() + evals.sum() + dim - 2 * evals.sqrt().sum())
-        return max(fd, 0.0) / dim
+        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        return frechet_distance(torch.zeros_like(mu), eye, (mu - self.mean) @ z,
+                                z @ cov @ z) / cov.shape[0]
 
 
 def realism_loss(reference: Reference, before: torch.Tensor | float, after: torch.Tensor) -> float:

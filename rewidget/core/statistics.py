@@ -1,9 +1,9 @@
 """Second moment C = E[k kᵀ] of layers' keys, accumulated in float64, cached on disk.
 
-    stat = SecondMoment()
-    for keys in key_batches(gen, "main.6", n=10_000):   # (rows, C_in) per batch
-        stat.add(keys)
-    C = stat.moment()                                    # (C_in, C_in), float64
+    stats = {"main.6": SecondMoment(), "main.9": SecondMoment()}
+    for done in accumulate_moments(gen, stats, {"main.6": 4_000, "main.9": 2_000}):
+        pass                                             # one forward pass per batch
+    C = stats["main.6"].moment()                         # (C_in, C_in), float64
 
     counts = auto_samples(gen)                           # {"main.0": 10000, ..., "main.12": 2000}
     Cs = cached_second_moments(gen, counts, fingerprint=fp, cache_dir=dir, progress=show)
@@ -216,19 +216,6 @@ def collect_second_moments(gen: Generator, counts: Mapping[str, int],
             if on_layer is not None:
                 on_layer(layer, out[layer])
     return out
-
-
-def key_batches(gen: Generator, layer: str, n: int, batch_size: int = BATCH_SIZE,
-                progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                ) -> Iterator[torch.Tensor]:
-    """Yield one layer's key rows (rows, C_in) for ``n`` statistics samples, batch by batch."""
-    mem = memory_for(gen.layer(layer), layer)
-    seeds = stats_seeds(n)
-    with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            check_cancel(cancel, "Collecting statistics")
-            yield mem.key_rows(gen.keys(layer, gen.latents(seeds[start:start + batch_size])))
-            report(progress, min(start + batch_size, n), n, f"statistics for {layer}")
 
 
 def collect_second_moment(gen: Generator, layer: str, n: int, batch_size: int = BATCH_SIZE,

@@ -42,9 +42,8 @@ import torch.nn.functional as F
 from ..core.directions import RULES, match_map
 from ..core.edits import Edit, edit_problem, sample_latents, solve_problem
 from ..core.errors import RewriteError
-from ..core.masks import shift
 from ..core.memory import memory_for
-from ..core.metrics import match_region
+from ..core.metrics import change_inside_outside, paste_closeness
 from ..core.progress import CancelToken, ProgressFn, check_cancel, report
 from ..core.requests import Sample
 from ..core.scoring import Reference, pareto_front, realism_loss, relative_update
@@ -71,7 +70,6 @@ COLLATERAL_GREEN, COLLATERAL_AMBER = 0.02, 0.05  # mean |Δpixel| in 0..1 (5/255
 REALISM_GREEN, REALISM_AMBER = 0.03, 0.12  # extra whitened Fréchet distance per channel
 SPREAD_GOAL = 20 / 255  # a change where the context fires that anyone sees
 REALISM_WEIGHT = 0.25
-REALISM_IN_FEATURES = True
 
 
 @dataclass(frozen=True)
@@ -210,22 +208,23 @@ class _LayerView:
     """Everything a layer's candidates share: keys, unedited renders and features.
 
     Each candidate renders the paste targets (``samples``) and held-out ``preview`` samples;
-    the copied objects' images (``sources``) are rendered once, unedited."""
+    ``sources`` holds the copied objects' images (3, S, S), rendered once per suggestion."""
 
     def __init__(self, session: RewriteSession, layer: str, samples: list[Sample],
-                 preview: list[Sample], references: dict, sources: list[Sample] = ()) -> None:
+                 preview: list[Sample], references: dict,
+                 sources: dict[Sample, torch.Tensor]) -> None:
         gen = session.gen
         self.gen, self.layer = gen, layer
         self.mem = memory_for(gen.layer(layer), layer)
         self.samples = samples + preview
         self.n_req = len(samples)
-        self.sources = {s: session.images([s])[0] for s in sources}  # (3, S, S) each
+        self.sources = sources
         self.z = sample_latents(gen, self.samples)
         self.keys = session.keys(layer, self.samples)  # (N, C_in, H, W) under current weights
         names = gen.layer_names()
         later = [n for n in names[names.index(layer) + 1:]
                  if len(session.shapes[n]["keys"]) == 3]
-        self.stop = (later[-1] if later else None) if REALISM_IN_FEATURES else None
+        self.stop = later[-1] if later else None
         self.space = f"{self.stop} input features" if self.stop else "4×4 pixel patches"
         self.before, self.feats_before = self.render(None)
         if self.stop not in references:
@@ -264,20 +263,11 @@ class _LayerView:
 
 
 def _paste_effect(view: _LayerView, after: torch.Tensor, request, index) -> float:
-    """Mean over pastes of 1 − |after − copy| / |before − copy| on the pasted region."""
-    size = view.before.shape[-1]
-    scores = []
-    for copy, paste in request.pastes:
-        src = view.sources[copy.sample][None]
-        m = torch.from_numpy(copy.mask.astype("float32") / 255.0).to(src.device)[None, None]
-        region = shift(m, paste.offset, size)[0, 0]
-        moved = shift(src.float(), paste.offset, size)[0]
-        w = region / region.sum().clamp_min(1e-12)
-        t = index[paste.sample]
-        d0 = float(((view.before[t] - moved).abs().mean(0) * w).sum())
-        d1 = float(((after[t] - moved).abs().mean(0) * w).sum())
-        if d0 > 0:
-            scores.append(1 - d1 / d0)
+    """Mean over pastes of how far each paste target moved toward the copy (paste_closeness)."""
+    scores = [paste_closeness(view.sources[copy.sample], view.before[index[paste.sample]],
+                              after[index[paste.sample]], copy.mask, paste.offset)
+              for copy, paste in request.pastes]
+    scores = [x for x in scores if math.isfinite(x)]
     return float(sum(scores) / len(scores)) if scores else float("nan")
 
 
@@ -295,14 +285,13 @@ def score_candidate(view: _LayerView, edit: Edit, kind: str, index, held: int | 
     delta = edit.delta(module)
     after, feats_after = view.render(module.weight + delta, held)
     n, m = view.n_req, view.n_req + held
-    diff = (after[n:] - view.before[n:m]).abs().mean(1) / 2  # (P, S, S) in 0..1
-    with torch.no_grad():
-        match = match_map(view.mem, view.keys[n:m], edit.directions) / edit.context_level
+    match = match_map(view.mem, view.keys[n:m], edit.directions) / edit.context_level
     if match.dim() != 3:  # a Linear layer: one key per sample fires (or not) for all of it
         match = match.reshape(match.shape[0], -1).amax(1)[:, None, None]
-    region = match_region(match, diff.shape[-1])
-    spread = float(diff[region].mean()) if region.any() else 0.0
-    collateral = float(diff[~region].mean()) if (~region).any() else 0.0
+    change = change_inside_outside(view.before[n:m], after[n:], match)  # images in [-1, 1]
+    # in 0..1 pixel units; a region that is empty changed by nothing
+    spread, collateral = (change[k] / 2 if math.isfinite(change[k]) else 0.0
+                          for k in ("inside", "outside"))
     effect = _paste_effect(view, after, edit.request, index) if kind == "paste" \
         else _erase_effect(edit)
     realism = realism_loss(view.reference, view.distance_before(held), feats_after)
@@ -339,30 +328,26 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
     for layer in layers:
         gen.layer(layer)  # validates
     options = [{"ridge": float(r)} for r in ridges] if solver == "exact" else [{}]
-    settings = [(layer, rule, rank, opt) for layer in layers for rule in rules for rank in ranks
-                for opt in options]
-    if not settings:
-        raise RewriteError("There is nothing to suggest from (no layer, rank or rule given).",
-                           "pass at least one layer, rank and direction rule.")
+    settings = [(layer, rule, rank) for layer in layers for rule in rules for rank in ranks]
+    if not settings or not options:
+        raise RewriteError("There is nothing to suggest from (no layer, rank, rule or ridge "
+                           "given).", "pass at least one layer, rank, direction rule and ridge.")
     session.prepare_statistics(layers, progress=progress, cancel=cancel)
     samples = list({p.sample: None for _, p in base.pastes})  # rendered for every candidate
-    sources = list({c.sample: None for c, _ in base.pastes})  # rendered once
     index = {s: i for i, s in enumerate(samples)}
     held_out = [Sample(int(s)) for s in preview]
+    screen = min(SCREEN_SAMPLES, len(held_out))
+    total = len(settings) + FINALISTS * len(options)
     candidates, skipped, references = [], [], {}
-    done = 0
-    # one thread: dozens of small renders and factorizations, each a few ms; with two threads
-    # on a loaded 2-core machine every op waits for a descheduled thread (10x slower, serial.py)
     views: dict[str, _LayerView] = {}
+    problems: dict[str, tuple] = {}  # layer → (EditProblem, CovarianceInverse)
+    extra_ids = {id(e) for e in extra}
+    done = 0
 
     def view_of(layer: str) -> _LayerView:
         if layer not in views:
             views[layer] = _LayerView(session, layer, samples, held_out, references, sources)
         return views[layer]
-
-    screen = min(SCREEN_SAMPLES, len(held_out))
-    problems: dict[str, tuple] = {}  # layer → (EditProblem, CovarianceInverse)
-    total = len(settings) // len(options) + FINALISTS * len(options)
 
     def solve(layer: str, rank: int, rule: str, opt: dict) -> Edit:
         req = session.request(kind=kind, layer=layer, rank=rank, solver=solver,
@@ -373,16 +358,17 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
         d, level = problem.directions(inv, rank, rule, max(ranks))
         return solve_problem(problem, req, inv, d, level)
 
+    # one thread: dozens of small renders and factorizations, each a few ms; with two threads
+    # on a loaded 2-core machine every op waits for a descheduled thread (10x slower, serial.py)
     with session.lock, torch.no_grad(), serial():  # the weights stay as they are meanwhile
+        sources = {c.sample: session.images([c.sample])[0] for c, _ in base.pastes}
         # screening: every layer × rule × rank at the first solver option (ridge)
-        for layer, rule, rank, opt in settings:
-            if opt != options[0]:
-                continue
+        for layer, rule, rank in settings:
             check_cancel(cancel, "The suggestion")
             report(progress, done, total, f"suggest: {layer} rank {rank} {rule}")
             done += 1
             try:
-                edit = solve(layer, rank, rule, opt)
+                edit = solve(layer, rank, rule, options[0])
             except RewriteError as e:
                 skipped.append(f"{layer} rank {rank} {rule}: {e.problem}")
                 continue
@@ -391,17 +377,17 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
         # the finalists are scored again on all the held-out samples, each also at the other
         # solver options (ridges); extra edits always are
         candidates.sort(key=lambda c: -c.score)
-        finalists = candidates[:FINALISTS] + [c for c in candidates[FINALISTS:]
-                                              if any(c.edit is e for e in extra)]
-        rest = [c for c in candidates if all(c is not f for f in finalists)]
-        candidates = rest
-        for c in finalists:
+        finals = [c for i, c in enumerate(candidates)
+                  if i < FINALISTS or id(c.edit) in extra_ids]
+        candidates = [c for i, c in enumerate(candidates)
+                      if not (i < FINALISTS or id(c.edit) in extra_ids)]
+        for c in finals:
             check_cancel(cancel, "The suggestion")
             report(progress, done, total, f"suggest: final {c.label()}")
             done += 1
             view = view_of(c.layer)
             candidates.append(score_candidate(view, c.edit, kind, index))
-            if any(c.edit is e for e in extra):
+            if id(c.edit) in extra_ids:
                 continue
             for opt in options[1:]:
                 try:
@@ -416,11 +402,7 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
                            "paint a larger context, or paste where the context appears.")
     front = pareto_front([(c.effect * c.generalisation, -c.collateral, -c.realism)
                           for c in candidates])
-    candidates = [_with_pareto(c, p) for c, p in zip(candidates, front, strict=True)]
+    candidates = [replace(c, pareto=p) for c, p in zip(candidates, front, strict=True)]
     candidates.sort(key=lambda c: (c.screened, -c.score, c.relative_update))
     return Suggestion(candidates, time.perf_counter() - t0, tuple(int(s) for s in preview),
                       skipped)
-
-
-def _with_pareto(c: Candidate, on_front: bool) -> Candidate:
-    return replace(c, pareto=on_front)

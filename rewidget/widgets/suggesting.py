@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from ..core.serial import serial
 from ..session.suggest import RANKS, Candidate
 from .chart import layer_chart
 from .suggestions import red_reasons
@@ -198,8 +197,7 @@ class SuggestFlow:
         Call with the session lock held."""
         key = (id(c), tuple(samples))
         if key not in self._previews:
-            with serial():  # one small forward: on a loaded 2-core machine one thread is faster
-                images = self.session.preview(c, samples)
+            images = self.session.preview(c, samples)
             if len(self._previews) > 16:
                 self._previews.clear()
             self._previews[key] = images
