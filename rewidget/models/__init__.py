@@ -4,6 +4,8 @@
     gen = rewidget.models.load("tiny")                 # tiny seeded generator for tests
     gen = rewidget.models.load("scenes")               # procedural world with known rules
     gen = rewidget.models.from_module(net, latent_shape=(128,), layers=["blocks.2.conv"])
+    lm = rewidget.models.load("smollm2")               # SmolLM2-135M (text, offline GGUF)
+    lm = rewidget.models.load("tiny-text")             # tiny seeded Llama for tests
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 from ..core.errors import RewriteError
 from .base import GeneratorAdapter
 from .dcgan import DCGANGenerator, load_dcgan_faces
+from .text import TextModel, load_tiny_text
 from .tiny import load_tiny
 
 
@@ -26,14 +29,22 @@ def _load_scenes(device=None) -> GeneratorAdapter:
                             image_size=64)
 
 
-ZOO: dict[str, Callable[..., GeneratorAdapter]] = {
+def _load_smollm2(device=None) -> TextModel:
+    from .smollm2 import load_smollm2
+
+    return load_smollm2(device=device)
+
+
+ZOO: dict[str, Callable[..., GeneratorAdapter | TextModel]] = {
     "dcgan-faces": load_dcgan_faces,
     "tiny": load_tiny,
     "scenes": _load_scenes,
+    "smollm2": _load_smollm2,
+    "tiny-text": load_tiny_text,
 }
 
 
-def load(name: str, device: torch.device | str | None = None) -> GeneratorAdapter:
+def load(name: str, device: torch.device | str | None = None) -> GeneratorAdapter | TextModel:
     if name not in ZOO:
         raise RewriteError(f"Unknown model {name!r}.", f"choose one of {sorted(ZOO)}, or wrap your "
                            "own network with rewidget.models.from_module(...).")
@@ -47,5 +58,5 @@ def from_module(module: torch.nn.Module, latent_shape, name: str = "custom", lay
                             trunk=trunk, device=device)
 
 
-__all__ = ["GeneratorAdapter", "DCGANGenerator", "ZOO", "load", "load_dcgan_faces", "load_tiny",
-           "from_module"]
+__all__ = ["GeneratorAdapter", "DCGANGenerator", "TextModel", "ZOO", "load", "load_dcgan_faces",
+           "load_tiny", "load_tiny_text", "from_module"]
