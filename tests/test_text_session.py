@@ -1,0 +1,223 @@
+"""The text session on the tiny seeded Llama: the math against closed forms, the history, the
+requests and bad input. The real SmolLM2 edits are in test_text_real.py."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from rewidget.core.errors import Cancelled, RewriteError
+from rewidget.session.facts import Fact, FactRequest
+from rewidget.session.text import TextRewriteSession, weight_in
+
+PROMPT = "The capital of Japan is"
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    return TextRewriteSession("tiny-text", cache_dir=tmp_path_factory.mktemp("stats"))
+
+
+@pytest.fixture()
+def s(session):
+    yield session
+    session.reset()
+    session.history.redo_stack.clear()
+
+
+def weights(s):
+    return {n: p.detach().clone() for n, p in s.gen.module.named_parameters()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def quick(s, **kw):
+    return s.request(PROMPT, "Japan", " Paris", value_options={"steps": 8}, **kw)
+
+
+def test_request_json_round_trip(s):
+    req = quick(s, rank=1)
+    again = FactRequest.from_json(req.to_json())
+    assert again == req
+    assert again.facts[0].old  # filled from the model's own continuation
+    assert again.value_options["steps"] == 8 and again.value_options["kl"] == 0.0625
+
+
+@pytest.mark.parametrize("fact, message", [
+    (("", "x", " y"), "prompt is empty"),
+    (("The tower is tall", "Tower", " y"), "does not occur"),
+    (("The tower is ", "tower", " y"), "ends with whitespace"),
+    (("The tower is", "tower", "  "), "target is empty"),
+    (("The tower is", "", " y"), "subject is empty"),
+    ((3, "tower", " y"), "not text"),
+])
+def test_bad_facts_are_refused_clearly(fact, message):
+    with pytest.raises(RewriteError, match=message):
+        Fact(*fact)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"value_options": {"steps": 10**9}}, "outside"),
+    ({"value_options": {"lr": float("nan")}}, "not a finite"),
+    ({"value_options": {"momentum": 1}}, "Unknown value option"),
+    ({"rank": 2}, "needs at least 2 facts"),
+    ({"direction_rule": "magic"}, "Unknown direction rule"),
+    ({"ridge": -1}, "outside"),
+    ({"essence": ("no placeholder",)}, "exactly one"),
+])
+def test_bad_options_are_refused_clearly(options, message):
+    with pytest.raises(RewriteError, match=message):
+        FactRequest(layer="layers.0.mlp.down_proj", facts=(Fact(PROMPT, "Japan", " Paris"),),
+                    **options)
+
+
+def test_target_gets_its_space():
+    f = FactRequest(layer="x", facts=(Fact(PROMPT, "Japan", "Paris"),)).facts[0]
+    assert f.target == " Paris"
+
+
+def test_compute_edit_changes_no_weight_and_meets_its_goal(s):
+    before = weights(s)
+    edit = s.compute_edit(quick(s))
+    assert same(before, weights(s))
+    (t,) = edit.targets
+    module = s.gen.layer(edit.layer)
+    with torch.no_grad():
+        out = torch.nn.functional.linear(t.keys, module.weight + edit.delta(module))
+    # ridge 1e-3: the goal is met to 0.1% of the shift δ
+    shift = (t.goal - module(t.keys)).norm()
+    assert (out - t.goal).norm() <= 2e-3 * shift
+
+
+def test_rank_one_edit_is_the_closed_form(s):
+    """One fact: ΔW = r (C⁻¹k)ᵀ / ((C⁻¹k)ᵀk (1 + ridge)), r = v* − Wk (ROME's update)."""
+    req = quick(s, direction_rule="cinv")
+    edit = s.compute_edit(req)
+    (t,) = edit.targets
+    module = s.gen.layer(edit.layer)
+    c = s.statistics_for([edit.layer])[edit.layer]
+    k = t.keys[0].double()
+    u = torch.linalg.solve(c + 1e-6 * c.diagonal().mean() * torch.eye(len(c), dtype=c.dtype), k)
+    r = (t.goal[0] - module(t.keys)[0]).double()
+    expected = torch.outer(r, u) / ((u @ k) * (1 + req.ridge))
+    got = edit.delta(module).double()
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-6 * expected.abs().max())
+
+
+def test_the_edit_raises_the_target(s):
+    # the random tiny model hardly listens to one MLP: no guards, so δ can grow until it does
+    req = s.request(PROMPT, "Japan", " Paris",
+                    value_options={"steps": 60, "lr": 1.0, "decay": 0, "kl": 0, "clamp": 50})
+    before = s.compare([PROMPT], [" Paris"])[0, 0]
+    edit = s.rewrite(req)
+    after = s.compare([PROMPT], [" Paris"])[0, 0]
+    assert edit.report["values"][0]["trace"][-1]["nll"] < edit.report["values"][0]["trace"][0]["nll"]
+    assert after > before + 0.5  # nats per token
+
+
+def test_undo_redo_reset_are_bit_exact(s):
+    w0 = weights(s)
+    edit = s.rewrite(quick(s))
+    w1 = weights(s)
+    assert not same(w0, w1)
+    s.undo()
+    assert same(w0, weights(s))
+    s.redo()
+    assert same(w1, weights(s))
+    s.reset()
+    assert same(w0, weights(s))
+    assert edit.request.facts[0].target == " Paris"
+
+
+def test_replay_is_identical(s, tmp_path):
+    req = quick(s)
+    a = s.compute_edit(req)
+    path = s.save_request(tmp_path / "fact.json", req)
+    b = s.compute_edit(s.load_request(path))
+    assert torch.equal(a.directions, b.directions) and torch.equal(a.factor, b.factor)
+
+
+def test_several_facts_in_one_edit(s):
+    facts = (Fact(PROMPT, "Japan", " Paris"),
+             Fact("The Eiffel Tower is located in the city of", "The Eiffel Tower", " Rome"))
+    edit = s.compute_edit(s.request(facts, value_options={"steps": 5}))
+    assert edit.rank == 2
+    t = edit.targets[0]
+    module = s.gen.layer(edit.layer)
+    with torch.no_grad():
+        out = torch.nn.functional.linear(t.keys, module.weight + edit.delta(module))
+    shift = (t.goal - module(t.keys)).norm(dim=1)
+    assert ((out - t.goal).norm(dim=1) <= 2e-3 * shift).all()
+
+
+def test_edits_compose_and_export(s, tmp_path):
+    s.rewrite(quick(s))
+    s.rewrite(s.request("The Eiffel Tower is located in the city of", "The Eiffel Tower",
+                        " Rome", value_options={"steps": 5}, layer="layers.2.mlp.down_proj"))
+    edited = weights(s)
+    path = s.export_delta(tmp_path / "e.delta.safetensors")
+    s.reset()
+    s.history.redo_stack.clear()
+    s.load_delta(path)
+    assert same(edited, weights(s))
+
+
+def test_bad_input_keeps_state(s):
+    s.rewrite(quick(s))
+    w, n = weights(s), len(s.history)
+    for call in (lambda: s.request(PROMPT, "Tokyo", " Paris"),
+                 lambda: s.request("", "x", " y"),
+                 lambda: s.request(PROMPT, "Japan", ""),
+                 lambda: s.request(PROMPT, "Japan", " Paris", layer="layers.99.mlp.down_proj"),
+                 lambda: s.fact_from_tokens(PROMPT, [99], " Paris"),
+                 lambda: s.fact_from_tokens(PROMPT, [], " Paris"),
+                 lambda: s.rewrite(None),
+                 lambda: s.compare([""], [" Paris"]),
+                 lambda: s.load_request(__file__)):
+        with pytest.raises(RewriteError):
+            call()
+        assert same(w, weights(s)) and len(s.history) == n
+
+
+def test_request_of_another_model_is_refused(s):
+    req = FactRequest(**{**quick(s).__dict__, "model": "smollm2"})
+    with pytest.raises(RewriteError, match="made for model 'smollm2'"):
+        s.compute_edit(req)
+
+
+def test_cancel_changes_nothing(s):
+    w = weights(s)
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Cancelled):
+        s.rewrite(quick(s), cancel=stop)
+    assert same(w, weights(s)) and len(s.history) == 0
+
+
+def test_tokens_select_the_subject(s):
+    toks = s.tokens(PROMPT)
+    picks = [i for i, (_, text, _) in enumerate(toks) if text.strip() in ("J", "Japan")
+             or "Jap" in text or "apan" in text]
+    fact = s.fact_from_tokens(PROMPT, picks or [len(toks) - 2], " Paris")
+    assert fact.subject in PROMPT and fact.subject
+
+
+def test_weight_in_leaves_the_parameter(s):
+    module = s.gen.layer(s.layer)
+    w = module.weight.detach().clone()
+    x = torch.randn(2, 3, module.in_features)
+    with weight_in(module, torch.zeros_like(w)):
+        assert torch.equal(module(x), torch.zeros(2, 3, module.out_features))
+    assert torch.equal(module.weight, w) and not torch.equal(module(x), torch.zeros(2, 3, module.out_features))
+
+
+def test_suggest_installs_nothing_and_ranks(s):
+    w = weights(s)
+    rows = s.suggest(quick(s), layers=["layers.0.mlp.down_proj", "layers.2.mlp.down_proj"])
+    assert same(w, weights(s))
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    assert {r["layer"] for r in rows} == {"layers.0.mlp.down_proj", "layers.2.mlp.down_proj"}
