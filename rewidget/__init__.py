@@ -3,10 +3,11 @@
     import rewidget
     s = rewidget.RewriteSession("dcgan-faces")     # headless engine (no widget imports)
     app = rewidget.RewriteApp(s)                    # the notebook app (imports ipywidgets lazily)
+    t = rewidget.TextRewriteSession("smollm2")     # facts inside a language model
 """
 
 from .core.errors import Cancelled, RewriteError
-from .session import RewriteSession
+from .session import Fact, FactRequest, RewriteSession, TextRewriteSession
 
 __version__ = "0.1.0"
 
@@ -19,4 +20,5 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["Cancelled", "RewriteApp", "RewriteError", "RewriteSession", "__version__"]
+__all__ = ["Cancelled", "Fact", "FactRequest", "RewriteApp", "RewriteError", "RewriteSession",
+           "TextRewriteSession", "__version__"]

@@ -1,5 +1,8 @@
-"""The stateful, headless backend: RewriteSession (no widget imports)."""
+"""The stateful, headless backends: RewriteSession (images) and TextRewriteSession (language
+models); no widget imports."""
 
+from .facts import Fact, FactRequest
 from .session import RewriteSession
+from .text import TextRewriteSession
 
-__all__ = ["RewriteSession"]
+__all__ = ["Fact", "FactRequest", "RewriteSession", "TextRewriteSession"]
