@@ -12,6 +12,10 @@
         # the paper tool's {"key": [[imgnum, dataURL], ...], "object": [...], "paste": [...]}
 
 Masks are uint8 arrays; any float or bool mask is quantised once, when the request is built.
+Everything is validated when built or loaded: a seed is an int in [0, 2**64), a latent one
+finite real tensor (copied, so later changes to the caller's tensor do not reach it), an offset
+two finite numbers (not a string), solver options within solve.check_solver_options' bounds,
+and a request text at most MAX_REQUEST_CHARS long.
 """
 
 from __future__ import annotations
@@ -25,13 +29,19 @@ import numpy as np
 import torch
 
 from .directions import DEFAULT_RULE, check_rule
-from .errors import RewriteError
+from .errors import RewriteError, as_real_tensor, check_int, check_real
 from .masks import as_mask, bounding_box, mask_at, mask_from_data_url, mask_to_data_url
+from .solve import check_solver_options
 
 FORMAT = "rewidget.edit-request/1"
 SOLVERS = ("exact", "iterative")
 KINDS = ("paste", "erase")
 LEGACY_RULE = "cinv"  # the direction rule of requests saved without a "direction_rule" field
+SEED_LIMIT = 2**64  # torch seeds its generators with 64 bits: seeds are in [0, 2**64)
+MAX_LATENT_ELEMENTS = 1 << 20  # one sample's latent (StyleGAN's W+ is 18×512)
+MAX_REQUEST_CHARS = 64 << 20  # a request's JSON text
+MAX_OFFSET = 1e6  # |dx|, |dy| in image pixels
+MAX_STATS_SAMPLES = 1_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,10 +55,21 @@ class Sample:
         if (self.seed is None) == (self.latent is None):
             raise RewriteError("A sample needs exactly one of a seed or a latent.",
                                "pass Sample(seed) or Sample(latent=z).")
-        if self.seed is not None and not isinstance(self.seed, (int, np.integer)):
-            raise RewriteError(f"Seed {self.seed!r} is not an integer.", "pass an int seed.")
+        if self.seed is not None:
+            seed = self.seed
+            if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+                raise RewriteError(f"Seed {seed!r} is not an integer.", "pass an int seed.")
+            if not 0 <= int(seed) < SEED_LIMIT:
+                raise RewriteError(f"Seed {int(seed)} is outside [0, 2**64).",
+                                   "pass a non-negative seed below 2**64.")
+            object.__setattr__(self, "seed", int(seed))
         if self.latent is not None:
-            lat = torch.as_tensor(self.latent).detach().to("cpu", torch.float32)
+            lat = as_real_tensor(self.latent, "the latent", "pass a float tensor, e.g. "
+                                 "gen.latents([seed])[0].", MAX_LATENT_ELEMENTS)
+            if lat.numel() == 0:
+                raise RewriteError("The latent is empty.", "pass one sample's latent.")
+            # a copy: the caller may reuse its tensor for another sample afterwards
+            lat = lat.detach().to("cpu", torch.float32, copy=True)
             if not bool(torch.isfinite(lat).all()):
                 raise RewriteError("The latent contains NaN or Inf.", "pass a finite latent.")
             object.__setattr__(self, "latent", lat)
@@ -88,8 +109,10 @@ class Sample:
             lat = obj["latent"]
             try:
                 raw = base64.b64decode(lat["float32_base64"], validate=True)
-                arr = np.frombuffer(raw, dtype=np.float32).reshape(lat["shape"])
-            except Exception as e:
+                shape = [check_int(d, "a latent dimension", 1, MAX_LATENT_ELEMENTS)
+                         for d in lat["shape"]]
+                arr = np.frombuffer(raw, dtype=np.float32).reshape(shape)
+            except Exception as e:  # noqa: BLE001 - any malformed entry
                 raise RewriteError(f"A latent in the request could not be decoded ({e}).",
                                    "save the request again with rewidget.") from e
             return cls(latent=torch.from_numpy(arr.copy()))
@@ -107,6 +130,9 @@ class Selection:
     def __post_init__(self) -> None:
         object.__setattr__(self, "sample", Sample.of(self.sample))
         object.__setattr__(self, "mask", as_mask(self.mask))
+
+    def with_mask(self, mask: np.ndarray) -> Selection:
+        return Selection(self.sample, mask)
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Selection) and self.sample == other.sample
@@ -132,13 +158,19 @@ class Paste:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sample", Sample.of(self.sample))
+        off, fix = self.offset, "pass offset=(dx, dy) in image pixels."
         try:
-            dx, dy = (float(v) for v in self.offset)
-        except (TypeError, ValueError) as e:
-            raise RewriteError(f"The paste offset {self.offset!r} is not two numbers (dx, dy).",
-                               "pass offset=(dx, dy) in image pixels.") from e
-        if not (np.isfinite(dx) and np.isfinite(dy)):
-            raise RewriteError("The paste offset is NaN or Inf.", "pass finite (dx, dy).")
+            if isinstance(off, (str, bytes, dict)) or len(off) != 2:
+                raise TypeError("not a pair")
+            vals = list(off)
+        except TypeError as e:
+            raise RewriteError(f"The paste offset {off!r} is not two numbers (dx, dy).",
+                               fix) from e
+        for v in vals:
+            if isinstance(v, (float, np.floating)) and not np.isfinite(v):
+                raise RewriteError("The paste offset is NaN or Inf.", "pass finite (dx, dy).")
+        dx, dy = (check_real(v, "the paste offset", -MAX_OFFSET, MAX_OFFSET, fix=fix)
+                  for v in vals)
         object.__setattr__(self, "offset", (dx, dy))
 
     def __eq__(self, other: object) -> bool:
@@ -172,12 +204,40 @@ class EditRequest:
     protect: float = 0.0
 
     def __post_init__(self) -> None:
+        for name in ("layer", "model", "kind", "solver", "direction_rule"):
+            if not isinstance(getattr(self, name), str):
+                raise RewriteError(f"The request's {name} is {getattr(self, name)!r}; expected "
+                                   "a string.", f"pass {name} as a str.")
+        for name in ("context", "keep", "more_pastes"):
+            if isinstance(getattr(self, name), (str, bytes, dict, Selection)):
+                raise RewriteError(f"The request's {name} must be a sequence, not "
+                                   f"{type(getattr(self, name)).__name__}.",
+                                   f"pass {name}=(...,) (a tuple or list).")
         object.__setattr__(self, "context", tuple(self.context))
         object.__setattr__(self, "keep", tuple(self.keep))
+        for c in self.context:
+            if not isinstance(c, Selection):
+                raise RewriteError(f"A context entry must be a Selection, not {c!r}.",
+                                   "pass context=(Selection(sample, mask), ...).")
+        if self.copy is not None and not isinstance(self.copy, Selection):
+            raise RewriteError(f"The copy must be a Selection, not {self.copy!r}.",
+                               "pass copy=Selection(sample, mask).")
+        if self.paste is not None and not isinstance(self.paste, Paste):
+            raise RewriteError(f"The paste must be a Paste, not {self.paste!r}.",
+                               "pass paste=Paste(sample, (dx, dy)).")
         for k in self.keep:
             if not isinstance(k, Selection):
                 raise RewriteError(f"A keep region must be a Selection, not {k!r}.",
                                    "pass keep=(Selection(sample, mask), ...).")
+        n = self.stats_samples
+        if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) \
+                or not 1 <= n <= MAX_STATS_SAMPLES:
+            raise RewriteError(f"The request's stats_samples {n!r} is not a sample count "
+                               f"(1 to {MAX_STATS_SAMPLES:,}).",
+                               "record a positive int (session.samples_for(layer)).")
+        if not isinstance(self.solver_options, dict):
+            raise RewriteError(f"The request's solver_options is {self.solver_options!r}; "
+                               "expected a dict.", "pass e.g. solver_options={'ridge': 0.1}.")
         check_rule(self.direction_rule)
         if isinstance(self.protect, bool) or not isinstance(self.protect, (int, float)) \
                 or not 0 <= self.protect < 1:
@@ -201,6 +261,7 @@ class EditRequest:
         if not isinstance(self.rank, (int, np.integer)) or isinstance(self.rank, bool) or self.rank < 1:
             raise RewriteError(f"Rank {self.rank!r} is not a positive integer.",
                                "use rank=1 (or a small integer such as 2-3).")
+        check_solver_options(self.solver, self.solver_options)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, EditRequest) and self.to_dict() == other.to_dict()
@@ -247,10 +308,14 @@ class EditRequest:
 
     @classmethod
     def from_json(cls, text: str | dict) -> EditRequest:
+        if isinstance(text, (str, bytes)) and len(text) > MAX_REQUEST_CHARS:
+            raise RewriteError(f"The edit request is {len(text):,} characters; at most "
+                               f"{MAX_REQUEST_CHARS:,} are read.",
+                               "load a file saved by session.save_request().")
         try:
             obj = json.loads(text) if isinstance(text, (str, bytes)) else text
-        except json.JSONDecodeError as e:
-            raise RewriteError(f"The edit request is not valid JSON ({e}).",
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError
+            raise RewriteError(f"The edit request is not valid JSON text ({e}).",
                                "load a file saved by session.save_request().") from e
         if not isinstance(obj, dict):
             raise RewriteError("The edit request must be a JSON object.",
@@ -297,7 +362,8 @@ def _paste_from_json(obj: Any) -> Paste:
     if not (isinstance(obj, dict) and "sample" in obj):
         raise RewriteError("A paste in the request must be {'sample': ..., 'offset': [dx, dy]}.",
                            "fix or re-save the request file.")
-    return Paste(Sample.from_json(obj["sample"]), tuple(obj.get("offset", (0, 0))))
+    offset = _typed(obj.get("offset", [0, 0]), list, "paste offset")
+    return Paste(Sample.from_json(obj["sample"]), tuple(offset))
 
 
 def _typed(value: Any, typ: type | tuple[type, ...], what: str) -> Any:
@@ -327,10 +393,22 @@ def from_paper_json(obj: dict | str, latents: torch.Tensor, layer: str, model: s
     if not isinstance(obj, dict) or not all(k in obj for k in ("key", "object", "paste")):
         raise RewriteError("A paper-tool request needs 'key', 'object' and 'paste' entries.",
                            "pass the JSON the paper's tool saved.")
-    lat = torch.as_tensor(latents)
+    lat = as_real_tensor(latents, "the paper-tool request's latents",
+                         "pass the latents its image numbers refer to, e.g. gen.latents(range(n)).")
+    if lat.dim() < 2:
+        raise RewriteError(f"The paper-tool latents have shape {tuple(lat.shape)}; expected "
+                           "(N, *latent_shape), one per image number.",
+                           "pass the latents as a batch, e.g. gen.latents(range(n)).")
+    image_size = check_int(image_size, "the image size", 1, 4096)
+    for k in ("key", "object", "paste"):
+        want = list if k == "key" else (list, tuple)
+        if not isinstance(obj[k], want):
+            raise RewriteError(f"The paper-tool request's {k!r} entry is "
+                               f"{type(obj[k]).__name__}.", "pass the JSON the paper's tool saved.")
 
     def entry(pair, what):
-        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], int)):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and isinstance(pair[0], int)
+                and not isinstance(pair[0], bool)):
             raise RewriteError(f"The paper-tool {what} entry must be [imgnum, dataURL].",
                                "fix the file.")
         num, url = pair

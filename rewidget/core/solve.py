@@ -28,7 +28,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .errors import RewriteError, check_finite
+from .errors import RewriteError, check_finite, check_int, check_real
 from .memory import LinearMemory
 from .progress import CancelToken, ProgressFn, check_cancel, report
 from .serial import serial
@@ -40,6 +40,40 @@ from .targets import Target
 #: lr 0.2 (× the weight's RMS): within 1% of converged after 2001 steps on faces main.6-12 and
 #: scenes main.6-12 (0.05 stopped 1-10% short), about 0.2 s per solve on CPU.
 DEFAULT_OPTIONS = {"exact": {"ridge": 0.1}, "iterative": {"steps": 2001, "lr": 0.2}}
+
+#: bounds on the options (checked before any work): 50× the default steps is ~10 s per solve on
+#: CPU; an lr outside [1e-6, 10] × the weight's RMS either never moves or diverges
+MAX_STEPS = 100_000
+LR_RANGE = (1e-6, 10.0)
+MAX_RIDGE = 1e6
+
+
+def check_solver_options(solver: str, options: dict) -> dict:
+    """Refuse options a solver does not take, and values outside their bounds (RewriteError)."""
+    allowed = DEFAULT_OPTIONS.get(solver)
+    if allowed is None:
+        raise RewriteError(f"Unknown solver {solver!r}.", f"use one of {sorted(DEFAULT_OPTIONS)}.")
+    out = {}
+    for k, v in options.items():
+        if k not in allowed:
+            raise RewriteError(f"Solver option {k!r} does not apply to the {solver} solver.",
+                               f"use only {sorted(allowed)}.")
+        if k == "steps":
+            out[k] = check_int(v, "the iterative solver's steps", 1, MAX_STEPS,
+                               f"pass steps between 1 and {MAX_STEPS:,} (default "
+                               f"{allowed['steps']}).")
+        elif k == "lr":
+            out[k] = check_real(v, "the iterative solver's lr", *LR_RANGE,
+                                fix=f"pass lr between {LR_RANGE[0]:g} and {LR_RANGE[1]:g} "
+                                    f"(default {allowed['lr']}; it is × the weight's RMS).")
+        else:
+            fix = f"pass ridge between 0 and {MAX_RIDGE:g} (default {allowed['ridge']})."
+            try:
+                out[k] = check_real(v, "the exact solver's ridge", 0.0, MAX_RIDGE, fix=fix)
+            except RewriteError:
+                raise RewriteError(f"Solver option ridge={v!r} is not a finite non-negative "
+                                   f"number up to {MAX_RIDGE:g}.", fix) from None
+    return out
 
 
 def masked_errors(mem: LinearMemory, targets: Sequence[Target],
@@ -101,6 +135,7 @@ def solve_exact(mem: LinearMemory, directions: torch.Tensor, targets: Sequence[T
     ``normal`` = normal_equations(mem, directions, targets), when already at hand (the same
     equations serve every ridge)."""
     t0 = time.perf_counter()
+    ridge = check_solver_options("exact", {"ridge": ridge})["ridge"]
     rank = directions.shape[1]
     gram, rhs = normal if normal is not None else normal_equations(mem, directions, targets)
     q = gram.shape[0]
@@ -136,6 +171,8 @@ def solve_iterative(mem: LinearMemory, directions: torch.Tensor, targets: Sequen
     layer's output is linear in Λ (memory.py), so each step is two products with the design
     matrix that the exact solver uses.
     """
+    opts = check_solver_options("iterative", {"steps": steps, "lr": lr})
+    steps, lr = opts["steps"], opts["lr"]
     _check_targets(targets)
     t0 = time.perf_counter()
     w0 = mem.weight.detach()
@@ -159,8 +196,8 @@ def solve_iterative(mem: LinearMemory, directions: torch.Tensor, targets: Sequen
     flushing = torch.set_flush_denormal(True)
     try:
         for step in range(1, steps + 1):
+            check_cancel(cancel, "The iterative solve")  # every step: Cancel acts at once
             if step % every == 1 or every == 1:
-                check_cancel(cancel, "The iterative solve")
                 report(progress, step - 1, steps, "iterative solve")
             err = a @ x - resid
             loss = float((err.abs() * gscale).sum())
@@ -181,5 +218,10 @@ def solve_iterative(mem: LinearMemory, directions: torch.Tensor, targets: Sequen
     factor = mem.factor_from_flat(best.T.contiguous(), rank)
     check_finite("the solved update", factor,
                  "lower the iterative solver's lr, or use the exact solver.")
+    if not bool(factor.any()):
+        raise RewriteError(f"The iterative solve ({steps} steps, lr {lr:g}) never improved on "
+                           "no change at all, so it would install an empty edit.",
+                           "raise the steps or the lr (defaults: "
+                           f"{DEFAULT_OPTIONS['iterative']}), or use the exact solver.")
     return factor, {"solver": "iterative", "steps": steps, "lr": step_size,
                     "seconds": time.perf_counter() - t0}

@@ -17,7 +17,12 @@ counts are), else up to float32 rounding of the partial Grams.
 
 The cache key is everything that changes C: the model fingerprint, the layer, the sample
 count, the seed base and FORMAT_VERSION. A file whose metadata, shape, checksum or values
-do not match is reported and rebuilt, never used. Layers already cached are loaded; only the
+(finite, symmetric, positive semidefinite) do not match is reported and rebuilt, never used.
+Files are written atomically under a unique temporary name (safefiles.atomic_write); a cache
+folder that cannot be written (read-only, missing parent, full disk) gives a CacheWarning and
+the statistics are kept in memory only. ``check()``, when given, runs before each file is
+saved and may raise to stop the collection (the session uses it to refuse statistics whose
+weights changed meanwhile). Layers already cached are loaded; only the
 missing ones are collected, and each is saved as soon as its count is reached (a cancel keeps
 the layers finished before it, and never leaves a partial file).
 
@@ -66,10 +71,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
+from .errors import CacheWarning, RewriteError
 from .memory import LinearMemory, memory_for
 from .progress import CancelToken, ProgressFn, check_cancel, report
 from .protocol import Generator
-from .safefiles import read_safetensors
+from .safefiles import atomic_write, read_safetensors
+from .serial import serial
 
 #: "2": files are keyed by the weights actually used for collection; a "1" file may have been
 #: collected with another session's edit installed under the original weights' fingerprint
@@ -83,6 +90,10 @@ ROWS_PER_KEY_DIM = 1_000
 SAMPLE_STEP = 500
 MIN_SAMPLES = 2_000
 MAX_SAMPLES = 10_000
+#: a cached C whose smallest eigenvalue is below -PSD_TOLERANCE × its largest is not a second
+#: moment (float32 partial Grams leave eigenvalues of order -1e-7 × the largest where keys are
+#: rank-deficient, e.g. dead ReLU channels)
+PSD_TOLERANCE = 1e-5
 
 
 class SecondMoment:
@@ -183,6 +194,10 @@ def accumulate_moments(gen: Generator, stats: Mapping[str, SecondMoment],
             seen: set[str] = set()
             handles = [gen.layer(layer).register_forward_pre_hook(
                 _adding_hook(stats, seen, layer, mems[layer])) for layer in shallow]
+            if cancel is not None:  # Cancel acts within a batch too (a deep batch takes ~1 s)
+                handles += [gen.layer(layer).register_forward_pre_hook(
+                    lambda _m, _a: check_cancel(cancel, "Collecting statistics"))
+                    for layer in layers if counts[layer] >= stop]
             try:
                 keys = gen.keys(deepest, gen.latents(seeds[start:stop]))
             finally:
@@ -239,7 +254,7 @@ def cache_path(cache_dir: Path, meta: dict[str, str]) -> Path:
 def default_cache_dir() -> Path:
     env = os.environ.get("REWIDGET_CACHE")
     base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rewidget"
-    return base / "stats"
+    return base.expanduser() / "stats"
 
 
 def _checksum(t: torch.Tensor) -> str:
@@ -248,10 +263,10 @@ def _checksum(t: torch.Tensor) -> str:
 
 def load_cached(path: Path, meta: dict[str, str], dim: int) -> tuple[torch.Tensor | None, str]:
     """(C, "") when the file is valid for ``meta``; (None, reason) otherwise."""
-    if not path.exists():
-        return None, "no cache file"
     try:
-        tensors, stored = read_safetensors(path)
+        if not path.exists():
+            return None, "no cache file"
+        tensors, stored = read_safetensors(path, max_bytes=64 * dim * dim + (1 << 20))
     except (SafetensorError, OSError, ValueError) as e:
         return None, f"unreadable ({e})"
     c = tensors.get("moment")
@@ -266,43 +281,77 @@ def load_cached(path: Path, meta: dict[str, str], dim: int) -> tuple[torch.Tenso
         return None, "checksum mismatch (corrupted file)"
     if not bool(torch.isfinite(c).all()) or not torch.equal(c, c.T):
         return None, "values are not a finite symmetric matrix"
+    with serial():
+        evals = torch.linalg.eigvalsh(c)
+    if float(evals[0]) < -PSD_TOLERANCE * max(float(evals[-1]), 0.0) or float(evals[-1]) <= 0:
+        return None, (f"not positive semidefinite (eigenvalues {float(evals[0]):.3g} .. "
+                      f"{float(evals[-1]):.3g}), so not a second moment")
     return c, ""
 
 
 def save_cached(path: Path, meta: dict[str, str], c: torch.Tensor) -> None:
+    """Write C atomically (unique temp file, fsync, rename); RewriteError if it cannot be."""
     cpu = c.cpu().contiguous()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"moment": cpu}, str(tmp), metadata={**meta, "sha256": _checksum(cpu)})
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RewriteError(f"Cannot create the statistics cache folder {path.parent} "
+                           f"({e.strerror or e}).", "set REWIDGET_CACHE (or cache_dir) to a "
+                           "folder you can write to.") from e
+    metadata = {**meta, "sha256": _checksum(cpu)}
+    atomic_write(path, lambda tmp: save_file({"moment": cpu}, str(tmp), metadata=metadata),
+                 "statistics cache file")
 
 
 def cached_second_moments(gen: Generator, counts: Mapping[str, int], fingerprint: str,
                           cache_dir: Path | str | None = None, batch_size: int = BATCH_SIZE,
                           progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                          refresh: bool = False) -> dict[str, torch.Tensor]:
-    """{layer: C} from the disk cache; the missing or bad ones collected in one pass and cached."""
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+                          refresh: bool = False, check: Callable[[], None] | None = None,
+                          ) -> dict[str, torch.Tensor]:
+    """{layer: C} from the disk cache; the missing or bad ones collected in one pass and cached.
+
+    ``check()`` runs before each collected C is saved (and after the pass); it may raise to
+    stop and discard the collection. A cache that cannot be written gives a CacheWarning and
+    the statistics are returned all the same."""
+    cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     metas = {layer: cache_key(fingerprint, layer, int(n)) for layer, n in counts.items()}
     paths = {layer: cache_path(cache_dir, meta) for layer, meta in metas.items()}
     out, missing = {}, {}
     for layer, n in counts.items():
         dim = memory_for(gen.layer(layer), layer).key_dim
         if refresh:
-            paths[layer].unlink(missing_ok=True)
-        c, reason = load_cached(paths[layer], metas[layer], dim)
+            try:
+                paths[layer].unlink(missing_ok=True)
+            except OSError:
+                pass  # read-only: the file is ignored below and the new C kept in memory
+        c, reason = (None, "refresh") if refresh else load_cached(paths[layer], metas[layer], dim)
         if c is not None:
             out[layer] = c.to(gen.device)
             report(progress, n, n, f"statistics for {layer} (cached)")
             continue
-        if paths[layer].exists():
+        if not refresh and reason != "no cache file":
             warnings.warn(f"Statistics cache {paths[layer].name} rejected: {reason}; "
-                          "rebuilding it.", stacklevel=2)
+                          "rebuilding it.", CacheWarning, stacklevel=2)
         missing[layer] = int(n)
+    unwritable: list[str] = []
+
+    def save(layer: str, c: torch.Tensor) -> None:
+        if check is not None:
+            check()
+        if unwritable:  # one warning per call, not one per layer
+            return
+        try:
+            save_cached(paths[layer], metas[layer], c)
+        except RewriteError as e:
+            unwritable.append(e.problem)
+            warnings.warn(f"{e.problem} The statistics are kept in memory for this session "
+                          f"only. Fix: {e.fix}", CacheWarning, stacklevel=3)
+
     if missing:
-        out.update(collect_second_moments(
-            gen, missing, batch_size, progress, cancel,
-            on_layer=lambda layer, c: save_cached(paths[layer], metas[layer], c)))
+        out.update(collect_second_moments(gen, missing, batch_size, progress, cancel,
+                                          on_layer=save))
+        if check is not None:
+            check()
     return {layer: out[layer] for layer in counts}
 
 
