@@ -73,13 +73,13 @@ def load_delta(path: str | Path, fingerprint: str | None = None,
     if meta.get("format") != DELTA_FORMAT:
         raise RewriteError(f"{path} is not a rewidget delta file (format {meta.get('format')!r}).",
                            "export it with session.export_delta().")
-    if model is not None and meta.get("model") != model:
-        raise RewriteError(f"{path} was made for model {meta.get('model')!r}, not {model!r}.",
-                           "load it into a session on the model it was exported from.")
     if fingerprint is not None and meta.get("fingerprint") != fingerprint:
         raise RewriteError(f"{path} was made for model {meta.get('model')!r} with other weights "
                            "than this session's generator.",
                            "load it into a session on the same model it was exported from.")
+    if model is not None and meta.get("model") != model:
+        raise RewriteError(f"{path} was made for model {meta.get('model')!r}, not {model!r}.",
+                           "load it into a session on the model it was exported from.")
     try:
         infos = json.loads(meta.get("edits", ""))
     except (ValueError, RecursionError) as e:

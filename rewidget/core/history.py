@@ -101,7 +101,7 @@ class EditHistory:
         together, before any is installed; all are installed or none."""
         pairs = list(edits)
         with _REGISTRY:
-            checked = [(edit, _check_strength(strength), self._checked_delta(edit))
+            checked = [(edit, _check_strength(strength), self.checked_delta(edit))
                        for edit, strength in pairs]
             layers = list(dict.fromkeys(edit.layer for edit, _, _ in checked))
             for layer in layers:
@@ -197,8 +197,9 @@ class EditHistory:
                         self._rebuild(layer)
 
     # -- internals ----------------------------------------------------------------------
-    def _checked_delta(self, edit: Edit) -> torch.Tensor:
-        """ΔW of ``edit`` at full strength, after checking everything it is made of."""
+    def checked_delta(self, edit: Edit) -> torch.Tensor:
+        """ΔW of ``edit`` at full strength, after checking everything it is made of (what
+        apply checks per edit; a preview uses it too). Changes nothing."""
         if not isinstance(edit, Edit):
             raise RewriteError(f"{type(edit).__name__} is not an Edit.",
                                "pass an Edit from session.compute_edit() or a delta file.")

@@ -78,9 +78,11 @@ class Sample:
     def of(cls, ref: Any) -> Sample:
         if isinstance(ref, Sample):
             return ref
-        if isinstance(ref, torch.Tensor):
+        if isinstance(ref, torch.Tensor) or (isinstance(ref, np.ndarray) and ref.ndim > 0):
             return cls(latent=ref)
-        return cls(seed=int(ref)) if isinstance(ref, (int, np.integer)) else cls(seed=ref)
+        if isinstance(ref, np.ndarray):  # a 0-d array: a seed if it holds an integer
+            ref = ref.item()
+        return cls(seed=ref)  # __post_init__ refuses bools, floats, strings, None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Sample):

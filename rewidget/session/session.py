@@ -11,11 +11,23 @@
 
 Every method validates before it mutates: a failed call leaves the model, the history and
 the selections as they were. Mutations hold one lock, so the app may run work in a thread.
+
+What is checked at this surface (RewriteError naming the problem and the fix, never a raw
+torch/numpy/PIL/safetensors exception): samples are seeds in [0, 2**64) or one latent of the
+generator's latent shape; masks are 2-D, of the image's size (never silently stretched), not
+0/1 uint8; numbers are numbers (no strings parsed), finite and in range; requests are for
+this model, its layers, its image size; deltas are checked whole before any edit is
+installed (history.apply_all). Listeners run after the state is consistent, each isolated: one
+that raises gives a ListenerWarning and the others still run. Statistics are collected against
+one consistent set of weights: if any weight of the generator is written meanwhile (another
+thread, another session on the same generator) the collection is run again under the lock,
+and refused if it changes once more; nothing collected on changing weights is cached.
 """
 
 from __future__ import annotations
 
 import threading
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
@@ -35,12 +47,22 @@ from ..core.directions import (
     match_map,
 )
 from ..core.edits import Edit, compute_edit, sample_latents
-from ..core.errors import RewriteError
+from ..core.errors import ListenerWarning, RewriteError, check_int, check_real
 from ..core.export import load_delta, save_delta, save_state_dict
-from ..core.history import EditHistory
+from ..core.history import EditHistory, write_count
+from ..core.masks import as_mask, check_mask_size
 from ..core.memory import memory_for
 from ..core.progress import CancelToken, ProgressFn, check_cancel, report
-from ..core.requests import EditRequest, Paste, Sample, Selection, from_paper_json
+from ..core.requests import (
+    MAX_REQUEST_CHARS,
+    SOLVERS,
+    EditRequest,
+    Paste,
+    Sample,
+    Selection,
+    from_paper_json,
+)
+from ..core.safefiles import atomic_write, read_limited, user_path
 from ..core.serial import serial
 from ..core.solve import DEFAULT_OPTIONS, masked_errors
 from ..core.statistics import auto_samples, cached_second_moments
@@ -48,10 +70,40 @@ from ..models import GeneratorAdapter, load
 from .suggest import PREVIEW_SEEDS, RANKS, RIDGES, Candidate, Suggestion, suggest
 
 EVENTS = ("selection", "layer", "stats", "edit", "undo", "redo", "reset", "strength", "grid")
+MAX_GRID = 1_024  # samples rendered at once
+MAX_POOL = 100_000  # search pool (features of 100k samples at 8×8×256 are ~6 GB)
+
+
+class _WeightsChanged(Exception):
+    """The generator's weights were written while statistics were being collected."""
 
 
 def _samples(items: Iterable) -> list[Sample]:
+    if isinstance(items, (str, bytes, dict)) or not isinstance(items, Iterable):
+        raise RewriteError(f"Expected a list of samples (seeds or latents), got {items!r}.",
+                           "pass e.g. [0, 1, 2] or range(16).")
     return [Sample.of(x) for x in items]
+
+
+def _check_device(device):
+    """A torch.device this machine has (None: keep the generator's)."""
+    if device is None:
+        return None
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise RewriteError(f"{device!r} is not a torch device ({e}).",
+                           "pass 'cpu', 'cuda', 'cuda:0' or a torch.device.") from e
+    if d.type == "meta":
+        raise RewriteError("The meta device holds no weights.", "pass device='cpu' or 'cuda'.")
+    if d.type == "cuda" and (not torch.cuda.is_available()
+                             or (d.index or 0) >= torch.cuda.device_count()):
+        raise RewriteError(f"Device {str(d)!r} is not available on this machine.",
+                           "pass device='cpu' (or a GPU that torch.cuda can see).")
+    if d.type == "mps" and not torch.backends.mps.is_available():
+        raise RewriteError("The mps device is not available on this machine.",
+                           "pass device='cpu'.")
+    return d
 
 
 class RewriteSession:
@@ -60,29 +112,41 @@ class RewriteSession:
                  direction_rule: str = DEFAULT_RULE, protect: float = 0.0,
                  stats_samples: int | str = "auto", cache_dir: str | Path | None = None,
                  grid: Sequence[int] = range(16)) -> None:
+        if not isinstance(model, (str, GeneratorAdapter)) and not all(
+                hasattr(model, a) for a in ("latents", "layer_names", "layer", "keys")):
+            raise RewriteError(f"{type(model).__name__} is not a model name or a generator.",
+                               "pass a name such as 'dcgan-faces' or 'tiny', or a generator "
+                               "from rewidget.models.load / from_module.")
+        device = _check_device(device)
         self.gen = load(model, device) if isinstance(model, str) else model
         self.fingerprint = self.gen.fingerprint()
         self.history = EditHistory(self.gen.layer)
         self.shapes = self.gen.layer_shapes()
+        self._latent_shape = tuple(self.gen.latents([]).shape[1:])  # costs no sampling
+        self._image_shape = (self.gen.image_size, self.gen.image_size)
         self.layer = layer or self._default_layer()
         self.gen.layer(self.layer)
-        self.rank, self.solver = rank, solver
+        check_int(rank, "the rank", 1, fix="use rank=1 (or a small integer such as 2-3).")
+        if solver not in SOLVERS:
+            raise RewriteError(f"Unknown solver {solver!r}.", f"use one of {SOLVERS}.")
+        self.rank, self.solver = int(rank), solver
         self.direction_rule = check_rule(direction_rule)
         EditRequest(layer="", protect=protect)  # validates: a share in [0, 1)
         self.protect = float(protect)
         self.keep: list[Selection] = []  # regions whose output the edit must leave alone
-        if stats_samples != "auto" and (isinstance(stats_samples, (bool, str, float))
-                                        or int(stats_samples) < 1):
+        if stats_samples != "auto" and (isinstance(stats_samples, (bool, np.bool_))
+                                        or not isinstance(stats_samples, (int, np.integer))
+                                        or not 1 <= stats_samples <= 1_000_000):
             raise RewriteError(f"stats_samples={stats_samples!r} is not a sample count.",
                                "pass \"auto\" (per layer) or a positive int (every layer).")
         #: "auto": each layer's count from the documented rule (samples_for); an int: every layer
         self.stats_samples = stats_samples if stats_samples == "auto" else int(stats_samples)
-        self.cache_dir = cache_dir
+        self.cache_dir = None if cache_dir is None else user_path(cache_dir, "cache folder")
         self.context: list[Selection] = []
         self.copy: Selection | None = None
         self.paste: Paste | None = None
         self.more_pastes: list[tuple[Selection, Paste]] = []  # further goals (add_paste)
-        self.grid: list[Sample] = _samples(grid)
+        self.grid: list[Sample] = self._grid_samples(grid)
         self.last_edit: Edit | None = None
         self._moments: dict[tuple[str, int], torch.Tensor] = {}  # (layer, samples) → C
         self._inverses: dict[tuple[str, int], CovarianceInverse] = {}
@@ -95,16 +159,77 @@ class RewriteSession:
     # -- events -------------------------------------------------------------------------------
     def on(self, event: str, callback: Callable[..., Any], remove: bool = False) -> None:
         """Call ``callback(**payload)`` on ``event`` (one of EVENTS); ``remove=True`` unsubscribes."""
-        if event not in EVENTS:
+        if not isinstance(event, str) or event not in EVENTS:
             raise RewriteError(f"Unknown event {event!r}.", f"use one of {EVENTS}.")
+        if not callable(callback):
+            raise RewriteError(f"The callback {callback!r} is not callable.",
+                               "pass a function taking keyword arguments (**payload).")
         if remove:
             self._listeners[event] = [c for c in self._listeners[event] if c != callback]
         else:
             self._listeners[event].append(callback)
 
     def _emit(self, event: str, **payload: Any) -> None:
+        """Call every listener; the state is already consistent. One that raises is reported
+        as a ListenerWarning and the others still run: a listener's bug never turns a done
+        change into an exception (which would look like a failed call that changed things)."""
         for cb in list(self._listeners[event]):
-            cb(event=event, **payload)
+            try:
+                cb(event=event, **payload)
+            except Exception as e:  # noqa: BLE001 - isolated by design
+                warnings.warn(ListenerWarning(
+                    f"A listener for {event!r} ({getattr(cb, '__qualname__', cb)!r}) raised "
+                    f"{type(e).__name__}: {e}. The {event} itself is done; the other listeners "
+                    "ran."), stacklevel=3)
+
+    # -- validation of what comes in ----------------------------------------------------------
+    def _sample(self, ref) -> Sample:
+        """A Sample this generator can render: a seed, or one latent of its latent shape."""
+        sample = Sample.of(ref)
+        if sample.latent is not None:
+            shape = tuple(sample.latent.shape)
+            if shape not in (self._latent_shape, (1, *self._latent_shape)):
+                raise RewriteError(
+                    f"Latents of shape {shape} do not fit this generator as one sample: a "
+                    f"sample's latent is {self._latent_shape}.",
+                    "pass one sample's latent, e.g. gen.latents([seed])[0]; for several samples "
+                    "make one entry each.")
+        return sample
+
+    def _selection(self, sample, mask, what: str) -> Selection:
+        sel = Selection(self._sample(sample), as_mask(_mask_of(mask, what), what))
+        check_mask_size(sel.mask, self._image_shape, what)
+        return sel
+
+    def _grid_samples(self, samples) -> list[Sample]:
+        items = _samples(samples)
+        if len(items) > MAX_GRID:
+            raise RewriteError(f"{len(items):,} samples is more than the {MAX_GRID:,} rendered at "
+                               "once.", f"pass at most {MAX_GRID:,}.")
+        return [self._sample(x) for x in items]
+
+    def _check_request(self, request: EditRequest) -> EditRequest:
+        """Refuse a request this session cannot run: another model, an unknown layer, samples or
+        masks that do not fit this generator."""
+        if not isinstance(request, EditRequest):
+            raise RewriteError(f"{type(request).__name__} is not an EditRequest.",
+                               "pass session.request(), or one from session.load_request().")
+        if request.model and request.model != self.gen.name:
+            raise RewriteError(f"The request was made for model {request.model!r}; this session "
+                               f"holds {self.gen.name!r}.", "replay it in a session on that model.")
+        self.gen.layer(request.layer)  # RewriteError for an unknown layer
+        sels = [("context", c) for c in request.context] + [("keep region", k) for k in request.keep]
+        sels += [("copy", c) for c, _ in request.pastes]
+        if request.copy is not None:
+            sels.append(("copy", request.copy))
+        for what, sel in sels:
+            self._sample(sel.sample)
+            check_mask_size(sel.mask, self._image_shape, f"request's {what} mask")
+        for _, p in request.pastes:
+            self._sample(p.sample)
+        if request.paste is not None:
+            self._sample(request.paste.sample)
+        return request
 
     # -- layers -------------------------------------------------------------------------------
     def _default_layer(self) -> str:
@@ -121,6 +246,8 @@ class RewriteSession:
                 for n in self.gen.layer_names()]
 
     def set_layer(self, name: str) -> None:
+        if not isinstance(name, str):
+            raise RewriteError(f"Unknown layer {name!r}.", f"choose one of {self.gen.layer_names()}.")
         self.gen.layer(name)  # validates
         with self.lock:
             self.layer = name
@@ -128,7 +255,7 @@ class RewriteSession:
 
     # -- selections ---------------------------------------------------------------------------
     def add_context(self, sample, mask) -> int:
-        sel = Selection(Sample.of(sample), mask)
+        sel = self._selection(sample, mask, "context mask")
         with self.lock:
             self.context.append(sel)
         self._emit("selection", what="context")
@@ -137,8 +264,8 @@ class RewriteSession:
     def set_context(self, sample, mask) -> None:
         """Make ``mask`` the context on ``sample``, replacing its entry in place (the order stays);
         None removes the sample's entries."""
-        sample = Sample.of(sample)
-        new = None if mask is None else Selection(sample, mask)  # validates first
+        sample = self._sample(sample)
+        new = None if mask is None else self._selection(sample, mask, "context mask")  # first
         with self.lock:
             hits = [i for i, c in enumerate(self.context) if c.sample == sample]
             if not hits and new is None:
@@ -150,6 +277,7 @@ class RewriteSession:
         self._emit("selection", what="context")
 
     def remove_context(self, index: int) -> None:
+        index = check_int(index, "the context index", fix="pick an index from session.context.")
         with self.lock:
             if not -len(self.context) <= index < len(self.context):
                 raise RewriteError(f"There is no context entry {index} ({len(self.context)} exist).",
@@ -163,13 +291,13 @@ class RewriteSession:
         self._emit("selection", what="context")
 
     def set_copy(self, sample, mask) -> None:
-        sel = Selection(Sample.of(sample), mask)
+        sel = self._selection(sample, mask, "copy mask")
         with self.lock:
             self.copy = sel
         self._emit("selection", what="copy")
 
     def set_paste(self, sample, offset: tuple[float, float] = (0.0, 0.0)) -> None:
-        p = Paste(Sample.of(sample), offset)
+        p = Paste(self._sample(sample), offset)
         with self.lock:
             self.paste = p
         self._emit("selection", what="paste")
@@ -182,12 +310,13 @@ class RewriteSession:
         part of the copied region (a mask on the copied sample, e.g. clipped to the shape of
         the object it lands on).
         """
-        p = Paste(Sample.of(sample), offset)
+        p = Paste(self._sample(sample), offset)
         with self.lock:
             if self.copy is None:
                 raise RewriteError("Nothing is copied, so there is nothing to paste.",
                                    "paint the object to copy with the copy tool (set_copy) first.")
-            copy = self.copy if mask is None else Selection(self.copy.sample, mask)
+            copy = self.copy if mask is None else \
+                self._selection(self.copy.sample, mask, "paste's copy mask")
             if self.paste is None and mask is None:
                 self.paste = p
             else:
@@ -228,8 +357,8 @@ class RewriteSession:
     def set_keep(self, sample, mask) -> None:
         """Make ``mask`` the keep region on ``sample`` (what the edit must not change); None
         removes it. The edit's directions are kept orthogonal to the keys painted there."""
-        sample = Sample.of(sample)
-        new = None if mask is None else Selection(sample, mask)  # validates first
+        sample = self._sample(sample)
+        new = None if mask is None else self._selection(sample, mask, "keep mask")  # first
         with self.lock:
             rest = [k for k in self.keep if k.sample != sample]
             self.keep = rest + ([new] if new is not None else [])
@@ -243,7 +372,9 @@ class RewriteSession:
     def set_protect(self, share: float) -> None:
         """Automatic protection: keep D orthogonal to ``share`` (0 ≤ share < 1; 0 = off) of the
         energy of keys sampled where the context does not fire."""
-        EditRequest(layer=self.layer, protect=share)  # validates
+        share = check_real(share, "the protected share", 0.0, 1.0,
+                           fix="pass protect=0 (off) or e.g. 0.9.")
+        EditRequest(layer=self.layer, protect=share)  # validates: a share in [0, 1)
         with self.lock:
             self.protect = float(share)
         self._emit("selection", what="keep")
@@ -260,7 +391,9 @@ class RewriteSession:
     def samples_for(self, layer: str | None = None) -> int:
         """How many statistics samples C at ``layer`` is collected over: the session's int, or
         with stats_samples="auto" the per-layer rule documented in core/statistics.py."""
-        layer = layer or self.layer
+        layer = self.layer if layer is None else layer
+        if not isinstance(layer, str):
+            raise RewriteError(f"Unknown layer {layer!r}.", f"choose one of {self.gen.layer_names()}.")
         self.gen.layer(layer)
         if self.stats_samples != "auto":
             return self.stats_samples
@@ -281,28 +414,62 @@ class RewriteSession:
         """{layer: C} for ``layers`` (default: every editable layer), each over
         samples_for(layer) samples, or ``samples`` for all. Those not loaded yet come from the
         disk cache, and the ones missing there from one forward pass for all of them."""
+        if isinstance(layers, str):
+            layers = [layers]
         layers = list(layers or self.gen.layer_names())
-        counts = {layer: self.samples_for(layer) if samples is None else int(samples)
+        if samples is not None:
+            samples = check_int(samples, "the statistics sample count", 1, 1_000_000)
+        counts = {layer: self.samples_for(layer) if samples is None else samples
                   for layer in layers}
         missing = {layer: n for layer, n in counts.items()
                    if refresh or (layer, n) not in self._moments}
         if missing:
-            # keys at a layer depend only on the layers before it: only when one of those is
-            # edited must W₀ be swapped in, and only then is the lock held (renders would see W₀)
-            upstream_edited = any(self.history.state_token(self._upstream(layer))
-                                  for layer in missing)
-            with (self.lock if upstream_edited else nullcontext()), \
-                    (self.history.original_weights() if upstream_edited else nullcontext()):
-                # the weights as they are now (this session's edits swapped out), not as loaded:
-                # a generator shared with another session may carry that session's edits
-                fingerprint = self.gen.fingerprint(current=True)
-                found = cached_second_moments(self.gen, missing, fingerprint, self.cache_dir,
-                                              progress=progress, cancel=cancel, refresh=refresh)
+            found = self._collect(missing, progress, cancel, refresh)
             for layer, c in found.items():
                 self._moments[(layer, missing[layer])] = c
                 self._inverses.pop((layer, missing[layer]), None)
                 self._emit("stats", layer=layer)
         return {layer: self._moments[(layer, n)] for layer, n in counts.items()}
+
+    def _collect(self, missing: dict[str, int], progress, cancel, refresh: bool
+                 ) -> dict[str, torch.Tensor]:
+        """cached_second_moments on one consistent set of weights, keyed by those weights.
+
+        Keys at a layer depend only on the layers before it: only when one of those is edited
+        by this session must W₀ be swapped in, and only then is the lock held on the first try
+        (renders would see W₀). If any weight of the generator is written during the pass (an
+        edit applied in another thread or by another session on this generator), the pass is
+        discarded before anything is cached and run again holding the lock; a second change
+        is refused."""
+        modules = [self.gen.layer(n) for n in self.gen.layer_names()]
+        for attempt in (1, 2):
+            upstream_edited = any(self.history.state_token(self._upstream(layer))
+                                  for layer in missing)
+            hold = upstream_edited or attempt == 2
+            with (self.lock if hold else nullcontext()), \
+                    (self.history.original_weights() if upstream_edited else nullcontext()):
+                version = write_count(modules)
+                # the weights as they are now (this session's edits swapped out), not as loaded:
+                # a generator shared with another session may carry that session's edits
+                fingerprint = self.gen.fingerprint(current=True)
+
+                def unchanged(version=version) -> None:
+                    if write_count(modules) != version:
+                        raise _WeightsChanged
+
+                try:
+                    return cached_second_moments(self.gen, missing, fingerprint, self.cache_dir,
+                                                 progress=progress, cancel=cancel,
+                                                 refresh=refresh, check=unchanged)
+                except _WeightsChanged:
+                    if attempt == 2:
+                        raise RewriteError(
+                            "The generator's weights changed twice while statistics were being "
+                            "collected (another session is editing this generator); nothing "
+                            "was kept or cached.",
+                            "collect the statistics again once the other session's edits are "
+                            "done.") from None
+        raise AssertionError("unreachable")
 
     def inverse(self, layer: str | None = None, progress=None, cancel=None,
                 samples: int | None = None) -> CovarianceInverse:
@@ -344,10 +511,7 @@ class RewriteSession:
         layer, the new goals are measured on top of it (edits compose; undo the earlier one
         first to solve against W₀).
         """
-        request = request or self.request()
-        if request.model and request.model != self.gen.name:
-            raise RewriteError(f"The request was made for model {request.model!r}; this session "
-                               f"holds {self.gen.name!r}.", "replay it in a session on that model.")
+        request = self._check_request(self.request() if request is None else request)
         n = request.stats_samples
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise RewriteError(f"The request's stats_samples {n!r} is not a sample count.",
@@ -361,6 +525,8 @@ class RewriteSession:
     def rewrite(self, request: EditRequest | None = None, strength: float = 1.0,
                 progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Edit:
         """Compute the edit and install it (one history entry)."""
+        check_real(strength, "the strength", 0.0, 1.0,
+                   fix="use 1 for the full edit, 0 to switch it off, or a value between.")
         edit = self.compute_edit(request, progress, cancel)
         check_cancel(cancel, "The edit")
         return self.apply(edit, strength)
@@ -381,18 +547,26 @@ class RewriteSession:
         """(N, S, S, 3) uint8: the grid (or ``samples``) as it would look with ``edit`` added to
         the weights installed now. Nothing is written into the model."""
         edit = edit.edit if isinstance(edit, Candidate) else edit
-        samples = _samples(self.grid if samples is None else samples)
+        if not isinstance(edit, Edit):
+            raise RewriteError(f"{type(edit).__name__} is not an Edit or a Candidate.",
+                               "pass an edit from session.compute_edit() or a suggestion's "
+                               "candidate.")
+        samples = self.grid if samples is None else self._grid_samples(samples)
         # one small forward: on a loaded 2-core machine one thread is faster (core/serial.py)
         with self.lock, torch.no_grad(), serial():
             module = self.gen.layer(edit.layer)
+            weight = module.weight + self.history.checked_delta(edit)  # checked like an apply
             keys = self.keys(edit.layer, samples)
             x = self.gen.forward_from(edit.layer, keys, z=sample_latents(self.gen, samples),
-                                      weight=module.weight + edit.delta(module))
+                                      weight=weight)
         return self.gen.to_rgb(x)
 
     def commit(self, candidate: Candidate, confirm: bool = False, strength: float = 1.0) -> Edit:
         """Install a suggested candidate. One whose collateral or realism meter is red is
         refused unless ``confirm=True`` (the app asks a second time)."""
+        if not isinstance(candidate, Candidate):
+            raise RewriteError(f"{type(candidate).__name__} is not a suggested Candidate.",
+                               "pass one of session.suggest().candidates (or use apply(edit)).")
         if candidate.blocked and not confirm:
             why = "; ".join(m.why for k, m in candidate.meters.items()
                             if k in ("collateral", "realism") and m.level == "red")
@@ -406,7 +580,7 @@ class RewriteSession:
                            cancel: CancelToken | None = None) -> None:
         """Load or collect C (and factor it) for ``layers`` (default: all editable layers);
         the missing ones are collected in one forward pass (statistics_for)."""
-        layers = list(layers or self.gen.layer_names())
+        layers = [layers] if isinstance(layers, str) else list(layers or self.gen.layer_names())
         self.statistics_for(layers, progress, cancel)
         for layer in layers:
             self.inverse(layer)
@@ -417,14 +591,24 @@ class RewriteSession:
         return self.rewrite(self.request(kind="erase", **kw), progress=progress, cancel=cancel)
 
     def apply(self, edit: Edit, strength: float = 1.0) -> Edit:
+        """Install ``edit`` (checked whole first: history.apply)."""
         with self.lock:
             self.history.apply(edit, strength)
             self.last_edit = edit
-            if edit.targets:  # the error of the weights now in the model, not a solver's log
-                mem = memory_for(self.gen.layer(edit.layer), edit.layer)
-                edit.report["installed_measured"] = masked_errors(mem, edit.targets)
+            self._measure(edit)
         self._emit("edit", edit=edit)
         return edit
+
+    def _measure(self, edit: Edit) -> None:
+        """The error of the weights now in the model, not a solver's log (best effort: the
+        edit is installed whether or not it can be measured)."""
+        if not edit.targets:
+            return
+        try:
+            mem = memory_for(self.gen.layer(edit.layer), edit.layer)
+            edit.report["installed_measured"] = masked_errors(mem, edit.targets)
+        except Exception as e:  # noqa: BLE001 - a report, never a reason to fail an install
+            edit.report["installed_measured"] = {"error": f"{type(e).__name__}: {e}"}
 
     def undo(self) -> Edit | None:
         with self.lock:
@@ -446,6 +630,7 @@ class RewriteSession:
     def set_strength(self, index: int, strength: float) -> None:
         with self.lock:
             self.history.set_strength(index, strength)
+            strength = self.history.entries[index].strength
         self._emit("strength", index=index, strength=strength)
 
     # -- rendering ----------------------------------------------------------------------------
@@ -461,7 +646,7 @@ class RewriteSession:
 
     def keys(self, layer: str, samples: Sequence) -> torch.Tensor:
         """Keys at ``layer`` for samples, cached until an upstream layer's weights change."""
-        samples = _samples(samples)
+        samples = self._grid_samples(samples)
         ck = (layer, tuple(samples))
         token = self.history.state_token(self._upstream(layer))
         hit = self._keys_cache.get(ck)
@@ -476,7 +661,7 @@ class RewriteSession:
 
     def images(self, samples: Sequence | None = None) -> torch.Tensor:
         """(N, 3, S, S) in [-1, 1] from the current (edited) model; reuses cached features."""
-        samples = _samples(self.grid if samples is None else samples)
+        samples = self.grid if samples is None else self._grid_samples(samples)
         with self.lock, torch.no_grad():
             layer = self.render_layer()
             keys = self.keys(layer, samples)
@@ -484,7 +669,7 @@ class RewriteSession:
             return self.gen.forward_from(layer, keys, z=sample_latents(self.gen, samples))
 
     def original_images(self, samples: Sequence | None = None) -> torch.Tensor:
-        samples = _samples(self.grid if samples is None else samples)
+        samples = self.grid if samples is None else self._grid_samples(samples)
         key = tuple(samples)
         if key not in self._original_cache:
             with self.lock, torch.no_grad(), self.history.original_weights():
@@ -499,7 +684,7 @@ class RewriteSession:
         return self.gen.to_rgb(x)
 
     def set_grid(self, samples: Sequence) -> None:
-        samples = _samples(samples)
+        samples = self._grid_samples(samples)
         if not samples:
             raise RewriteError("The grid needs at least one sample.", "pass one or more seeds.")
         with self.lock:
@@ -511,6 +696,8 @@ class RewriteSession:
                    rule: str | None = None):
         """(D, level) of the current context at ``layer``: what a rank-r edit would act on."""
         layer = layer or self.layer
+        if rank is not None:
+            check_int(rank, "the rank", 1, fix="use rank=1 (or a small integer such as 2-3).")
         if not self.context:
             raise RewriteError("No context is selected.", "paint the context on a sample first.")
         mem = memory_for(self.gen.layer(layer), layer)
@@ -532,7 +719,21 @@ class RewriteSession:
                progress: ProgressFn | None = None, cancel: CancelToken | None = None
                ) -> list[tuple[int, float]]:
         """Rank pool samples by their strongest context match: [(seed, score), ...] best first."""
-        seeds = list(range(pool)) if isinstance(pool, int) else [int(s) for s in pool]
+        fix = f"pass pool=N (1 to {MAX_POOL:,}) for seeds 0..N-1, or a list of seeds."
+        if isinstance(pool, (int, np.integer)) and not isinstance(pool, (bool, np.bool_)):
+            seeds = list(range(check_int(pool, "the search pool", 1, MAX_POOL, fix)))
+        else:
+            if isinstance(pool, (str, bytes, bool)) or not isinstance(pool, Iterable):
+                raise RewriteError(f"The search pool {pool!r} is not a count or a list of seeds.",
+                                   fix)
+            if hasattr(pool, "__len__") and len(pool) > MAX_POOL:
+                raise RewriteError(f"The search pool has {len(pool):,} seeds; at most "
+                                   f"{MAX_POOL:,} are searched.", fix)
+            seeds = [Sample.of(s).seed for s in pool]
+            if any(s is None for s in seeds) or not 1 <= len(seeds) <= MAX_POOL:
+                raise RewriteError("The search pool must hold 1 to "
+                                   f"{MAX_POOL:,} seeds (no latents).", fix)
+        top = check_int(top, "top", 1, fix="pass top=12 (how many best matches to return).")
         layer = self.layer
         d, level = self.directions(layer)
         mem = memory_for(self.gen.layer(layer), layer)
@@ -555,7 +756,12 @@ class RewriteSession:
     def channel_heatmaps(self, sample, mask, layers: Sequence[str] | None = None, top: int = 4
                          ) -> dict[str, list[dict]]:
         """For each layer, the ``top`` key channels most active inside ``mask`` vs outside."""
-        sel = Selection(Sample.of(sample), mask)
+        sel = self._selection(sample, mask, "mask")
+        top = check_int(top, "top", 1, fix="pass top=4 (channels per layer).")
+        if isinstance(layers, str):
+            layers = [layers]
+        for layer in layers or []:
+            self.gen.layer(layer)  # validates every name before any work
         out = {}
         for layer in layers or self.gen.layer_names():
             k = self.keys(layer, [sel.sample])
@@ -566,15 +772,25 @@ class RewriteSession:
 
     # -- persistence --------------------------------------------------------------------------
     def save_request(self, path: str | Path, request: EditRequest | None = None) -> Path:
+        """Write the request (default: the last edit's, else the current selections) as JSON,
+        atomically: a failed write leaves an existing file as it was."""
+        if request is not None and not isinstance(request, EditRequest):
+            raise RewriteError(f"{type(request).__name__} is not an EditRequest.",
+                               "pass session.request() or leave request out.")
         req = request or (self.last_edit.request if self.last_edit else None) or self.request()
-        Path(path).write_text(req.to_json())
-        return Path(path)
+        text = req.to_json()
+        return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                            "request file")
 
     def load_request(self, path: str | Path) -> EditRequest:
+        """A request saved by save_request (JSON, at most MAX_REQUEST_CHARS bytes)."""
+        raw = read_limited(path, MAX_REQUEST_CHARS, "request file")
         try:
-            text = Path(path).read_text()
-        except OSError as e:
-            raise RewriteError(f"Cannot read {path} ({e}).", "check the path.") from e
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RewriteError(f"{path} is not a text (JSON) file ({e.reason} at byte "
+                               f"{e.start}).", "load a file saved by session.save_request(); "
+                               "deltas load with load_delta().") from e
         return EditRequest.from_json(text)
 
     def import_paper_request(self, path_or_obj, latents: torch.Tensor, layer: str | None = None,
@@ -582,10 +798,11 @@ class RewriteSession:
         """A request saved by the paper's tool: a file path, its JSON text, or the parsed dict."""
         obj = path_or_obj
         if isinstance(obj, Path) or (isinstance(obj, str) and not obj.lstrip().startswith("{")):
+            raw = read_limited(obj, MAX_REQUEST_CHARS, "paper-tool request file")
             try:
-                obj = Path(obj).read_text()
-            except OSError as e:
-                raise RewriteError(f"Cannot read {obj} ({e}).",
+                obj = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise RewriteError(f"{path_or_obj} is not a text (JSON) file.",
                                    "pass the path of the file the paper's tool saved, or its "
                                    "JSON text.") from e
         return from_paper_json(obj, latents, layer or self.layer, self.gen.name,
@@ -600,7 +817,9 @@ class RewriteSession:
         return self.rewrite(request, **kw)
 
     def use_request(self, request: EditRequest) -> None:
-        """Load a request's selections (and layer, rank, solver) into the session."""
+        """Load a request's selections (and layer, rank, solver) into the session; a request
+        of another model, layer set or image size is refused and nothing changes."""
+        self._check_request(request)
         with self.lock:
             self.gen.layer(request.layer)
             self.layer, self.rank, self.solver = request.layer, request.rank, request.solver
@@ -622,16 +841,28 @@ class RewriteSession:
             return save_delta(self.history, path, self.gen.name, self.fingerprint)
 
     def load_delta(self, path: str | Path) -> list[Edit]:
-        loaded = load_delta(path, self.fingerprint)
-        for edit, _ in loaded:  # validate all before installing any
-            w = self.gen.layer(edit.layer).weight
-            if edit.delta(self.gen.layer(edit.layer)).shape != w.shape:
-                raise RewriteError(f"{path} does not fit layer {edit.layer!r}.",
-                                   "load it into the model it was exported from.")
-        for edit, strength in loaded:
-            self.apply(edit, strength)
-        return [e for e, _ in loaded]
+        """Install every edit of a delta file, or none: the file and each edit are checked
+        (format, model, fingerprint, tensors, shapes, finite, size, strengths) first."""
+        loaded = load_delta(path, self.fingerprint, model=self.gen.name)
+        try:
+            with self.lock:
+                self.history.apply_all(loaded)
+        except RewriteError as e:
+            raise RewriteError(f"{path} was not installed: {e.problem}", e.fix) from e
+        edits = [e for e, _ in loaded]
+        if edits:
+            self.last_edit = edits[-1]
+        for edit in edits:
+            self._emit("edit", edit=edit)
+        return edits
 
     def __repr__(self) -> str:
         return (f"RewriteSession({self.gen.name!r}, layer={self.layer!r}, rank={self.rank}, "
                 f"solver={self.solver!r}, edits={len(self.history)}, context={len(self.context)})")
+
+
+def _mask_of(mask, what: str):
+    """``mask`` as given (validated by Selection), with a clearer error for a missing one."""
+    if mask is None:
+        raise RewriteError(f"The {what} is None.", "pass an (H, W) mask array.")
+    return mask
