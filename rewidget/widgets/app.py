@@ -15,6 +15,8 @@ Suggest / preview / commit and Rewrite on "auto (suggested)" are in suggesting.p
 
 from __future__ import annotations
 
+import html
+import itertools
 import random
 import time
 from collections.abc import Iterable
@@ -24,8 +26,8 @@ import ipywidgets as w
 import numpy as np
 import traitlets as t
 
-from ..core.errors import RewriteError
-from ..core.requests import Selection
+from ..core.errors import RewriteError, check_int
+from ..core.requests import Sample, Selection
 from ..session import RewriteSession
 from .grid import SampleGrid
 from .history import HistoryList
@@ -58,6 +60,8 @@ Painter shortcuts (click the painter first):
 c / x / v / k  context / copy / paste / keep tool
 [ / ]  smaller / bigger brush,  e  eraser
 Ctrl+Z  undo,  Ctrl+Shift+Z or Ctrl+Y  redo"""
+
+MAX_SHOWN = 64  # samples the grid shows at once (seed box, New batch)
 
 # what each session event makes stale in the view
 _STALE = {
@@ -130,7 +134,7 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
         s = self.session
         self.title = w.HTML(
             f"<b style='font-size:15px'>rewidget</b> <span style='color:#555'>— rewrite a rule "
-            f"of <b>{s.gen.name}</b> ({self._size}×{self._size})</span>")
+            f"of <b>{html.escape(str(s.gen.name))}</b> ({self._size}×{self._size})</span>")
         self.help = w.HTML(f"<span class='rewidget-help' title='{_attr(HELP)}' style='cursor:help;"
                            "border:1px solid #999;border-radius:9px;padding:0 7px;margin-left:8px;"
                            "color:#555'>? help &amp; shortcuts</span>")
@@ -343,7 +347,7 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
     # -- public actions (the buttons call these; notebooks and tests may too) ---------------------
     def select(self, seed: int) -> None:
         """Load sample ``seed`` into the painter."""
-        self.sample = int(seed)
+        self.sample = Sample(seed=seed).seed  # an int in [0, 2**64), or a RewriteError
 
     def paint(self, tool: str, mask: np.ndarray | None = None, seed: int | None = None,
               offset: tuple[int, int] | None = None) -> None:
@@ -393,13 +397,20 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
 
     def new_batch(self, n: int | None = None) -> None:
         """Show ``n`` (default: as many as now) random samples."""
-        n = n or len(self.session.grid)
+        n = check_int(n or len(self.session.grid), "the batch size", 1, MAX_SHOWN,
+                      f"show 1 to {MAX_SHOWN} samples.")
         seeds = random.sample(range(100_000), n)
         self._submit(lambda: self.session.set_grid(seeds), "New batch")
 
     def show_seeds(self, text: str | Iterable[int]) -> None:
         """Show these seeds in the grid ('0-15', '3, 8' or a list)."""
-        seeds = parse_seeds(text) if isinstance(text, str) else [int(x) for x in text]
+        if isinstance(text, str):
+            seeds = parse_seeds(text, MAX_SHOWN)
+        else:  # at most one more than allowed is read: a huge range is never expanded
+            seeds = [Sample.of(x).seed for x in itertools.islice(text, MAX_SHOWN + 1)]
+            if len(seeds) > MAX_SHOWN or None in seeds or not seeds:
+                raise RewriteError(f"Show 1 to {MAX_SHOWN} seeds (integers) at a time.",
+                                   "pass a shorter list, e.g. range(16).")
         self._submit(lambda: self.session.set_grid(seeds), "Showing seeds")
 
     def search(self) -> None:

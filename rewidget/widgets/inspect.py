@@ -15,6 +15,7 @@ region over a grey copy of the sample; a click shows one large (``rewidget-heatm
 
 from __future__ import annotations
 
+import html
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -121,7 +122,8 @@ class LayerInspector(w.VBox):
                                   "each layer respond to it.</span>")
         else:
             self.caption.value = (f"<span style='font-size:12px'>Top channels of each layer for "
-                                  f"the region painted on <b>{where}</b> (activation inside vs "
+                                  f"the region painted on <b>{html.escape(str(where))}</b> "
+                                  "(activation inside vs "
                                   "outside, high = specific to the region). Click one to enlarge."
                                   "</span>")
         if self.enlarged and self.enlarged.split("/")[0] not in self._heat:
@@ -158,7 +160,8 @@ class LayerInspector(w.VBox):
             return px.canvas(1, 1)
         layer, pos = self.enlarged.split("/")
         ch = self._heat[layer][int(pos)]
-        self.large_caption.value = (f"<span style='font-size:12px'><b>{layer}</b>, channel "
+        self.large_caption.value = (f"<span style='font-size:12px'><b>{html.escape(layer)}</b>, "
+                                    "channel "
                                     f"{ch['channel']} (score {ch['score']:.2f}); map "
                                     f"{ch['map'].shape[0]}×{ch['map'].shape[1]}</span>")
         return px.heat_over(self._image, ch["map"], LARGE)

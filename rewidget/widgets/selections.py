@@ -38,20 +38,35 @@ def set_copy(session: RewriteSession, seed: int, mask: np.ndarray | None) -> Non
         session.set_copy(seed, mask)
 
 
+SEED_LIMIT = 2**64  # torch seeds are 64-bit (core.requests.SEED_LIMIT)
+MAX_SEEDS_TEXT = 10_000  # characters typed in the seed box
+
+
 def parse_seeds(text: str, limit: int = 64) -> list[int]:
-    """'0-7, 12, 40' → [0, ..., 7, 12, 40]; raises RewriteError on anything else."""
+    """'0-7, 12, 40' → [0, ..., 7, 12, 40]; raises RewriteError on anything else.
+
+    Each range's size is checked before it is expanded, so '0-49999999' costs nothing; seeds
+    are integers below 2**64 (at most 20 digits)."""
+    if not isinstance(text, str):
+        raise RewriteError(f"The seeds {text!r} are not text.", "type seeds such as 0-15, or 3, 8.")
+    if len(text) > MAX_SEEDS_TEXT:
+        raise RewriteError(f"The seed text is {len(text):,} characters long.",
+                           f"show at most {limit} seeds at a time.")
     seeds: list[int] = []
     for part in filter(None, (p.strip() for p in re.split(r"[,\s]+", text))):
-        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
+        m = re.fullmatch(r"(\d{1,20})(?:\s*-\s*(\d{1,20}))?", part)
         if not m:
             raise RewriteError(f"{part!r} is not a seed.",
                                "type seeds as non-negative integers or ranges, e.g. 0-7, 12, 40.")
         a, b = int(m.group(1)), int(m.group(2) or m.group(1))
+        if max(a, b) >= SEED_LIMIT:
+            raise RewriteError(f"Seed {max(a, b)} is not below 2**64.",
+                               "type seeds from 0 to 18446744073709551615.")
         if b < a:
             raise RewriteError(f"The range {part!r} runs backwards.", f"write it as {b}-{a}.")
-        seeds.extend(range(a, b + 1))
-        if len(seeds) > limit:
+        if len(seeds) + (b - a + 1) > limit:  # before expanding it
             raise RewriteError(f"More than {limit} seeds.", f"show at most {limit} at a time.")
+        seeds.extend(range(a, b + 1))
     if not seeds:
         raise RewriteError("No seeds given.", "type seeds such as 0-15, or 3, 8, 21.")
     return list(dict.fromkeys(seeds))

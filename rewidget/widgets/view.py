@@ -11,6 +11,7 @@ its lock, on the worker thread, never on the kernel's main thread.
 
 from __future__ import annotations
 
+import html
 import threading
 import time
 from typing import Any
@@ -289,9 +290,10 @@ class SessionView:
             auto = f"auto-protect {s.protect:.0%}" if s.protect else ""
             parts.append(f"<b style='color:rgb{px.KEEP_RGB}'>Keep</b> "
                          f"{' + '.join(x for x in (keep, auto) if x)}")
-        layer = self.layer_choice or "auto"
+        layer = html.escape(self.layer_choice or "auto")
         rank = self.rank_choice or "auto"
-        parts.append(f"layer {layer}, rank {rank}, {s.solver} · {len(s.history)} edit(s)")
+        parts.append(f"layer {layer}, rank {rank}, {html.escape(str(s.solver))} · "
+                     f"{len(s.history)} edit(s)")
         panel = self.suggestions
         explicit = bool(self.layer_choice and self.rank_choice)
         if not ctx:
@@ -304,7 +306,7 @@ class SessionView:
             c = panel.candidate
             gate = (" It has a <b style='color:#c62828'>red</b> meter: Commit asks twice."
                     if c.blocked else "")
-            step = (f"previewing <b>{c.label()}</b> (not committed): <b>Commit</b> installs it, "
+            step = (f"previewing <b>{html.escape(c.label())}</b> (not committed): <b>Commit</b> installs it, "
                     f"click another candidate to compare, or <b>Discard</b>.{gate}")
         elif s.copy is None:
             step = ("2. Pick the <b>copy</b> tool (x) and paint the object to insert, on any "
@@ -313,7 +315,7 @@ class SessionView:
             step = ("3. Click a target sample, pick the <b>paste</b> tool (v) and drag the "
                     "copied object into place.")
         elif explicit:
-            step = (f"4. Ready: <b>Rewrite</b> solves layer {self.layer_choice}, rank "
+            step = (f"4. Ready: <b>Rewrite</b> solves layer {html.escape(self.layer_choice)}, rank "
                     f"{self.rank_choice} (your choice). Set the layer to <i>auto</i> to let "
                     "<b>Suggest</b> find one.")
         elif not len(s.history):
