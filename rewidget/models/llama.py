@@ -71,27 +71,37 @@ class RMSNorm(nn.Module):
 
 @dataclass
 class KVCache:
-    """Keys and values of the positions seen so far, per layer: (N, n_kv_heads, T, head_dim).
+    """Keys and values of the positions seen so far, per layer: (N, n_kv_heads, T, head_dim),
+    in buffers that grow by doubling (no copy of the whole past per token).
 
     ``mask`` (N, T) bool marks real (not padding) positions, for left-padded batches."""
 
-    k: list[torch.Tensor | None] = field(default_factory=list)
-    v: list[torch.Tensor | None] = field(default_factory=list)
+    k: list[torch.Tensor] = field(default_factory=list)  # buffers (N, KV, capacity, hd)
+    v: list[torch.Tensor] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
     mask: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
-        return 0 if not self.k or self.k[0] is None else int(self.k[0].shape[2])
+        return self.lengths[0] if self.lengths else 0
 
     def update(self, i: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        while len(self.k) <= i:
-            self.k.append(None)
-            self.v.append(None)
-        if self.k[i] is not None:
-            k = torch.cat([self.k[i], k], dim=2)
-            v = torch.cat([self.v[i], v], dim=2)
-        self.k[i], self.v[i] = k, v
-        return k, v
+        """Append this step's (N, KV, T, hd) to layer i; return all of it so far."""
+        if i == len(self.k):
+            self.k.append(k[:, :, :0])
+            self.v.append(v[:, :, :0])
+            self.lengths.append(0)
+        t0, t = self.lengths[i], k.shape[2]
+        if t0 + t > self.k[i].shape[2]:
+            grow = max(2 * self.k[i].shape[2], t0 + t, 64)
+            for buf in (self.k, self.v):
+                new = k.new_empty(k.shape[0], k.shape[1], grow, k.shape[3])
+                new[:, :, :t0] = buf[i][:, :, :t0]
+                buf[i] = new
+        self.k[i][:, :, t0:t0 + t] = k
+        self.v[i][:, :, t0:t0 + t] = v
+        self.lengths[i] = t0 + t
+        return self.k[i][:, :, :t0 + t], self.v[i][:, :, :t0 + t]
 
 
 def rotary(positions: torch.Tensor, head_dim: int, base: float, dtype: torch.dtype
@@ -107,6 +117,20 @@ def rotary(positions: torch.Tensor, head_dim: int, base: float, dtype: torch.dty
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([-x2, x1], dim=-1)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+           ) -> torch.Tensor:
+    """Grouped-query attention: query head h reads kv head h // (H / KV). ``mask`` None: causal
+    for a first pass (no past), none needed for a single new token."""
+    causal = mask is None and q.shape[2] > 1
+    try:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                              enable_gqa=True)
+    except TypeError:  # torch < 2.5 has no enable_gqa: repeat the kv heads instead
+        rep = q.shape[1] // k.shape[1]
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
 
 
 class Attention(nn.Module):
@@ -128,13 +152,7 @@ class Attention(nn.Module):
         k = k * cos + rotate_half(k) * sin
         if cache is not None:
             k, v = cache.update(index, k, v)  # (N, KV, T_past + T, hd)
-        rep = self.n_heads // self.n_kv
-        k = k.repeat_interleave(rep, dim=1)  # (N, H, T_k, hd): query head h uses kv head h // rep
-        v = v.repeat_interleave(rep, dim=1)
-        if mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = attend(q, k, v, mask)  # (N, H, T, hd)
         return self.o_proj(y.transpose(1, 2).reshape(n, t, self.n_heads * self.hd))
 
 
