@@ -38,6 +38,7 @@ from .selections import parse_seeds, remove_selection, set_copy
 from .suggesting import SuggestFlow
 from .suggestions import SuggestionPanel
 from .tasks import TaskRunner
+from .textapp import TextRewriteApp, is_text_session
 from .tray import ContextTray
 from .view import SessionView
 
@@ -96,6 +97,12 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
     layer_choice = t.Unicode("")
     #: The rank Rewrite uses; 0 = auto: the suggestion's best rank (the default).
     rank_choice = t.Int(0)
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        """A text session (TextRewriteSession) gets the text app, TextRewriteApp."""
+        if cls is RewriteApp and is_text_session(args[0] if args else kwargs.get("session")):
+            return TextRewriteApp(*args, **kwargs)
+        return super().__new__(cls, *args, **kwargs)
 
     def __init__(self, session: RewriteSession, *, columns: int = 4, grid_scale: int | None = None,
                  painter_scale: int | None = None, pool: int = 1000, preload: bool = True,
