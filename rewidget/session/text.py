@@ -165,13 +165,19 @@ class TextRewriteSession:
                                f"{len(toks)} tokens).", "click tokens of the current prompt.")
         start, end = toks[min(positions)][2][0], toks[max(positions)][2][1]
         subject = prompt[start:end].strip()
+        first = prompt.find(subject) if subject else -1
+        if subject and first + len(subject) <= start:
+            raise RewriteError(f"{subject!r} also occurs earlier in the prompt, and the edit reads "
+                               "the subject's key at its first occurrence.",
+                               "click the first occurrence, or rephrase the prompt so the subject "
+                               "is named once.")
         return Fact(prompt, subject, target, old)
 
     def request(self, prompt: str | Fact | Sequence[Fact], subject: str | None = None,
                 target: str | None = None, *, layer: str | None = None, rank: int = 0,
                 old: str | None = None, **options: Any) -> FactRequest:
         """A FactRequest for one fact (prompt, subject, target) or a list of Facts. The old
-        object of each fact is the model's own greedy continuation when not given."""
+        object of each fact is the original model's (W₀) greedy next word when not given."""
         if isinstance(prompt, str):
             if subject is None or target is None:
                 raise RewriteError("A fact needs a prompt, a subject and a target.",
@@ -191,8 +197,9 @@ class TextRewriteSession:
         filled = []
         for f in req.facts:
             self._encode(f.target, "target")
-            if not f.old:
-                f = Fact(f.prompt, f.subject, f.target, self.first_word(f.prompt))
+            if not f.old:  # what the shipped model says, whatever edits are installed now
+                with self.lock, self.history.original_weights():
+                    f = Fact(f.prompt, f.subject, f.target, self.first_word(f.prompt))
             filled.append(f)
         return FactRequest(**{**req.__dict__, "facts": tuple(filled)})
 
@@ -422,6 +429,11 @@ class TextRewriteSession:
         if request.model and request.model != self.gen.name:
             raise RewriteError(f"The request was made for model {request.model!r}, this session "
                                f"holds {self.gen.name!r}.", "replay it in a session on that model.")
+        with self.lock:  # the panel swaps W₀ in under the lock: never mid-search
+            return self._compute_edit(request, progress, cancel)
+
+    def _compute_edit(self, request: FactRequest, progress: ProgressFn | None,
+                      cancel: CancelToken | None) -> Edit:
         layer = request.layer
         module = self.gen.layer(layer)
         mem = memory_for(module, layer)
