@@ -46,6 +46,8 @@ DEFAULT_OPTIONS = {"exact": {"ridge": 0.1}, "iterative": {"steps": 2001, "lr": 0
 MAX_STEPS = 100_000
 LR_RANGE = (1e-6, 10.0)
 MAX_RIDGE = 1e6
+#: an iterative solve that lowers the goal error by less than this share installs nothing useful
+MIN_IMPROVEMENT = 1e-4
 
 
 def check_solver_options(solver: str, options: dict) -> dict:
@@ -201,6 +203,8 @@ def solve_iterative(mem: LinearMemory, directions: torch.Tensor, targets: Sequen
                 report(progress, step - 1, steps, "iterative solve")
             err = a @ x - resid
             loss = float((err.abs() * gscale).sum())
+            if step == 1:
+                start_loss = loss  # x = 0: the weights as they are
             if loss < best_loss:
                 best, best_loss = x.clone(), loss
             grad = a.T @ (torch.sign(err) * gnorm)  # ∝ d(weighted mean L1)/dΛ
@@ -212,15 +216,17 @@ def solve_iterative(mem: LinearMemory, directions: torch.Tensor, targets: Sequen
     finally:
         if flushing:
             torch.set_flush_denormal(False)
-    if float(((a @ x - resid).abs() * gscale).sum()) < best_loss:
-        best = x
+    final = float(((a @ x - resid).abs() * gscale).sum())
+    if final < best_loss:
+        best, best_loss = x, final
     report(progress, steps, steps, "iterative solve")
     factor = mem.factor_from_flat(best.T.contiguous(), rank)
     check_finite("the solved update", factor,
                  "lower the iterative solver's lr, or use the exact solver.")
-    if not bool(factor.any()):
+    if not best_loss < (1 - MIN_IMPROVEMENT) * start_loss:
         raise RewriteError(f"The iterative solve ({steps} steps, lr {lr:g}) never improved on "
-                           "no change at all, so it would install an empty edit.",
+                           f"no change at all by more than {MIN_IMPROVEMENT:.0e} of the goal "
+                           "error, so it would install an empty edit.",
                            "raise the steps or the lr (defaults: "
                            f"{DEFAULT_OPTIONS['iterative']}), or use the exact solver.")
     return factor, {"solver": "iterative", "steps": steps, "lr": step_size,
