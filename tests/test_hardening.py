@@ -319,6 +319,8 @@ CASES = [
     A(lambda s, p: s.rewrite(s.request(solver="iterative", lr="0.1")), "number", id="lr-str"),
     A(lambda s, p: s.rewrite(s.request(solver="iterative", steps=1, lr=1e-6)), "never improved",
       id="solve-that-never-moves"),
+    A(lambda s, p: s.rewrite(s.request(ridge=1e6)), "would not move the goal",
+      id="ridge-absurd"),
     A(lambda s, p: s.set_strength(0, "0.5"), "number", id="strength-str"),
     A(lambda s, p: s.set_strength(0, 1.5), "outside", id="strength-1.5"),
     A(lambda s, p: s.set_strength(0, None), "number", id="strength-none"),

@@ -64,7 +64,7 @@ from ..core.requests import (
 )
 from ..core.safefiles import atomic_write, read_limited, user_path
 from ..core.serial import serial
-from ..core.solve import DEFAULT_OPTIONS, masked_errors
+from ..core.solve import DEFAULT_OPTIONS, MIN_IMPROVEMENT, masked_errors
 from ..core.statistics import auto_samples, cached_second_moments
 from ..models import GeneratorAdapter, load
 from .suggest import PREVIEW_SEEDS, RANKS, RIDGES, Candidate, Suggestion, suggest
@@ -520,7 +520,16 @@ class RewriteSession:
         # requests, or the count an older request recorded (collected for it if need be)
         inv = self.inverse(request.layer, progress, cancel, samples=n)
         with self.lock:
-            return compute_edit(self.gen, request, inv, progress, cancel)
+            edit = compute_edit(self.gen, request, inv, progress, cancel)
+        before, after = edit.report.get("before"), edit.report.get("installed")
+        if before and after and before["l2"] > 0 \
+                and not after["l2"] < (1 - MIN_IMPROVEMENT) * before["l2"]:
+            raise RewriteError(
+                f"The solved edit would not move the goal (error {before['l2']:.4g} → "
+                f"{after['l2']:.4g}), so it would install an empty change.",
+                f"use the solver's default options ({DEFAULT_OPTIONS[request.solver]}): a huge "
+                "ridge, or too few steps or too small an lr, keep the update at zero.")
+        return edit
 
     def rewrite(self, request: EditRequest | None = None, strength: float = 1.0,
                 progress: ProgressFn | None = None, cancel: CancelToken | None = None) -> Edit:
