@@ -21,6 +21,10 @@ Per fact:
 
 Invariant: computing an edit (and the suggestion) never changes a weight; only the history
 writes them. Every check runs before anything changes.
+
+The model runs on one torch thread here (core.serial): a 135M model over a hundred tokens is many
+short parallel regions, and on this project's shared 2-core machine one edit took 5 s on one
+thread and 75-117 s on two while another process held a core.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from ..core.history import EditHistory
 from ..core.memory import memory_for
 from ..core.progress import CancelToken, ProgressFn, check_cancel, report
 from ..core.safefiles import read_safetensors
+from ..core.serial import serial
 from ..core.solve import masked_errors, solve_exact
 from ..core.statistics import STATS_SEED_BASE, cached_second_moments
 from ..core.targets import Target
@@ -207,7 +212,7 @@ class TextRewriteSession:
     def complete(self, prompts: Sequence[str], max_new_tokens: int = 12) -> list[str]:
         """Greedy continuations with the current (edited) weights."""
         prompts = self._prompts(prompts)
-        with self.lock, torch.no_grad():
+        with serial(), self.lock, torch.no_grad():
             return self.gen.generate(prompts, max_new_tokens=max_new_tokens, greedy=True)
 
     def complete_original(self, prompts: Sequence[str], max_new_tokens: int = 12) -> list[str]:
@@ -242,7 +247,7 @@ class TextRewriteSession:
         p_ids = [self._encode(p, "prompt") for p in prompts]
         pairs_p = [p for p in p_ids for _ in objs]
         pairs_o = [o for _ in p_ids for o in objs]
-        with self.lock, torch.no_grad():
+        with serial(), self.lock, torch.no_grad():
             lp = self.gen.logprobs(pairs_p, pairs_o)
         lengths = torch.tensor([len(o) for o in pairs_o], dtype=lp.dtype)
         return (lp / lengths).reshape(len(prompts), len(objs))
@@ -266,7 +271,7 @@ class TextRewriteSession:
         rows += [("essence", p, "", "") for p in essence]
         out = []
         for when, ctx in (("before", self.history.original_weights), ("now", _nothing)):
-            with self.lock, ctx():
+            with serial(), self.lock, ctx():
                 done = self.complete([r[1] for r in rows], max_new_tokens)
                 for i, (kind, prompt, old, new) in enumerate(rows):
                     probs = (self.probabilities([prompt], [old, new])[0].tolist()
@@ -288,7 +293,7 @@ class TextRewriteSession:
             self.gen.layer(layer)
         missing = {layer: n for layer in layers if (layer, n) not in self._moments}
         if missing:
-            with self.lock, self.history.original_weights():
+            with serial(), self.lock, self.history.original_weights():
                 fingerprint = self.gen.fingerprint(current=True)
                 found = cached_second_moments(self.gen, missing, fingerprint, self.cache_dir,
                                               batch_size=STATS_BATCH, progress=progress,
@@ -429,7 +434,7 @@ class TextRewriteSession:
         if request.model and request.model != self.gen.name:
             raise RewriteError(f"The request was made for model {request.model!r}, this session "
                                f"holds {self.gen.name!r}.", "replay it in a session on that model.")
-        with self.lock:  # the panel swaps W₀ in under the lock: never mid-search
+        with serial(), self.lock:  # the panel swaps W₀ in under the lock: never mid-search
             return self._compute_edit(request, progress, cancel)
 
     def _compute_edit(self, request: FactRequest, progress: ProgressFn | None,
@@ -495,7 +500,7 @@ class TextRewriteSession:
         gen_rows = [(p + f.prompt, f.old, f.target) for f in req.facts for p in HELD_OUT_PREFIXES]
         gen_rows += [(p, req.facts[0].old, req.facts[0].target) for p in paraphrases]
         chunks = self.gen.latents(_drift_seeds(self.gen.n_chunks))
-        with self.lock, torch.no_grad():
+        with serial(), self.lock, torch.no_grad():
             base = F.log_softmax(self.gen.forward(chunks).float(), -1)
             with weight_in(module, weight):
                 new = F.log_softmax(self.gen.forward(chunks).float(), -1)
