@@ -350,10 +350,19 @@ class TextRewriteSession:
             pos.append(p)
             starts.append(len(ids))
         n_rewrite = len(rows)
+        essence = []
         for template in request.essence:
             text = template.format(fact.subject)
-            ids, p = self._subject_position(text, text.index(fact.subject) + len(fact.subject))
-            rows.append(ids)
+            essence.append(self._subject_position(text, text.index(fact.subject) + len(fact.subject)))
+        # the guard covers the model's own continuation of each essence prompt, token by token
+        # (teacher-forced): a year is " ", "1", "8", "8", "9", and a guard on the next token
+        # alone kept the space and let the digits drift (1889 → 1930)
+        follow = self.gen.generate_ids([e[0] for e in essence], int(opts["essence_tokens"])) \
+            if essence and opts["essence_tokens"] > 0 else [[] for _ in essence]
+        e_pairs = []
+        for (ids, p), more in zip(essence, follow, strict=True):
+            e_pairs += [(len(rows), len(ids) - 1 + j) for j in range(len(more) + 1)]
+            rows.append(ids + more)
             pos.append(p)
             starts.append(len(ids))
         ids = self._batch(rows)
@@ -365,8 +374,8 @@ class TextRewriteSession:
         t_rows = torch.tensor([r for r, _, _ in tr], device=dev)
         t_cols = torch.tensor([c for _, c, _ in tr], device=dev)
         t_ids = torch.tensor([t for _, _, t in tr], device=dev)
-        e_rows = torch.arange(n_rewrite, len(rows), device=dev)
-        e_cols = torch.tensor([starts[i] - 1 for i in range(n_rewrite, len(rows))], device=dev)
+        e_rows = torch.tensor([r for r, _ in e_pairs], dtype=torch.long, device=dev)
+        e_cols = torch.tensor([c for _, c in e_pairs], dtype=torch.long, device=dev)
         captured = {}
 
         def grab(_m, _a, out):
