@@ -264,6 +264,13 @@ class TextModel:
         """Logits (N, T, V) float32."""
         return self.module(self.check_latents(ids))
 
+    def logits_at(self, ids: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
+                  ) -> torch.Tensor:
+        """(K, V) logits at positions (rows[k], cols[k]) of ``ids`` only; differentiable. The
+        output head (49152 × 576 on SmolLM2) runs at those K positions instead of all N·T."""
+        h = self.module.hidden(self.check_latents(ids))  # (N, T, dim)
+        return self.module.logits(h[rows, cols])
+
     # -- text helpers -----------------------------------------------------------------------------
     @contextmanager
     def overridden(self, weights: Mapping[str, torch.Tensor] | None) -> Iterator[None]:

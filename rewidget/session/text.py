@@ -323,7 +323,10 @@ class TextRewriteSession:
     def subject_keys(self, request: FactRequest, fact: Fact, layer: str | None = None
                      ) -> torch.Tensor:
         """k* (d_in,): the layer's key at the subject's last token, mean over the prefixes."""
-        layer = layer or request.layer
+        with serial():
+            return self._subject_keys(request, fact, layer or request.layer)
+
+    def _subject_keys(self, request: FactRequest, fact: Fact, layer: str) -> torch.Tensor:
         rows, pos = [], []
         for prefix in request.prefixes:
             ids, p = self._subject_position(prefix + fact.prompt, len(prefix) + fact.subject_end)
@@ -339,7 +342,12 @@ class TextRewriteSession:
         """δ (d_out,) added to the layer's output at the subject's last token that makes the
         model continue every prefixed prompt with the target (ROME's v* step); the model's
         weights are not touched (a forward hook adds δ)."""
-        layer = layer or request.layer
+        with serial():
+            return self._value_shift(request, fact, layer or request.layer, progress, cancel)
+
+    def _value_shift(self, request: FactRequest, fact: Fact, layer: str,
+                     progress: ProgressFn | None, cancel: CancelToken | None
+                     ) -> tuple[torch.Tensor, dict]:
         opts = request.value_options
         module = self.gen.layer(layer)
         target = self._encode(fact.target, "target")
@@ -381,13 +389,15 @@ class TextRewriteSession:
         def grab(_m, _a, out):
             captured["v"] = out[row_idx, pos_t].detach()
 
+        all_rows, all_cols = torch.cat([t_rows, e_rows]), torch.cat([t_cols, e_cols])
+        n_t = len(t_rows)
         h = module.register_forward_hook(grab)
         try:
             with torch.no_grad():
-                logits0 = self.gen.forward(ids)
+                logits0 = self.gen.logits_at(ids, all_rows, all_cols)  # (K, V)
         finally:
             h.remove()
-        base_logp = F.log_softmax(logits0[e_rows, e_cols].float(), -1) if len(e_rows) else None
+        base_logp = F.log_softmax(logits0[n_t:].float(), -1) if len(e_rows) else None
         v_norm = float(captured["v"][:n_rewrite].norm(dim=-1).mean())
         delta = torch.zeros(captured["v"].shape[-1], device=dev, dtype=captured["v"].dtype,
                             requires_grad=True)
@@ -404,13 +414,13 @@ class TextRewriteSession:
             with torch.enable_grad():
                 for step in range(int(opts["steps"])):
                     check_cancel(cancel, "Finding the new value")
-                    logits = self.gen.forward(ids)
-                    logp = F.log_softmax(logits[t_rows, t_cols].float(), -1)
+                    logits = self.gen.logits_at(ids, all_rows, all_cols)  # (K, V)
+                    logp = F.log_softmax(logits[:n_t].float(), -1)
                     nll = -logp.gather(1, t_ids[:, None]).mean()
                     loss = nll + opts["decay"] * delta.pow(2).sum() / v_norm ** 2
                     kl = torch.zeros((), device=dev)
                     if base_logp is not None and opts["kl"] > 0:
-                        lp = F.log_softmax(logits[e_rows, e_cols].float(), -1)
+                        lp = F.log_softmax(logits[n_t:].float(), -1)
                         kl = F.kl_div(lp, base_logp, log_target=True, reduction="batchmean")
                         loss = loss + opts["kl"] * kl
                     trace.append({"nll": nll.item(), "kl": kl.item(),
