@@ -53,8 +53,9 @@ def main() -> None:
             cs[done] = stats[layer].moment().clone()
     seconds = time.perf_counter() - t0
     ref = cs[most]
-    reqs = [FactRequest(layer=layer, facts=(Fact(p, subj, " x"),)) for p, subj in SUBJECTS]
-    keys = torch.stack([s.subject_keys(r, r.facts[0]).double() for r in reqs])
+    reqs = [FactRequest(layer=layer, facts=(Fact(p, subj, " x"),), key_mode="mean")
+            for p, subj in SUBJECTS]
+    keys = torch.cat([s.subject_keys(r, r.facts[0]).double() for r in reqs])
     inv_ref = CovarianceInverse(ref)
     d_ref = inv_ref.solve(keys)
     print(f"layer {layer}; reference: {most} chunks = {most * 128:,} tokens; collection of all "

@@ -64,7 +64,8 @@ def test_bad_facts_are_refused_clearly(fact, message):
     ({"value_options": {"steps": 10**9}}, "outside"),
     ({"value_options": {"lr": float("nan")}}, "not a finite"),
     ({"value_options": {"momentum": 1}}, "Unknown value option"),
-    ({"rank": 2}, "needs at least 2 facts"),
+    ({"rank": 3}, "needs at least 3 key rows"),
+    ({"key_mode": "median"}, "Unknown key_mode"),
     ({"direction_rule": "magic"}, "Unknown direction rule"),
     ({"ridge": -1}, "outside"),
     ({"essence": ("no placeholder",)}, "exactly one"),
@@ -95,7 +96,7 @@ def test_compute_edit_changes_no_weight_and_meets_its_goal(s):
 
 def test_rank_one_edit_is_the_closed_form(s):
     """One fact: ΔW = r (C⁻¹k)ᵀ / ((C⁻¹k)ᵀk (1 + ridge)), r = v* − Wk (ROME's update)."""
-    req = quick(s, direction_rule="cinv")
+    req = quick(s, direction_rule="cinv", key_mode="mean")
     edit = s.compute_edit(req)
     (t,) = edit.targets
     module = s.gen.layer(edit.layer)
@@ -145,7 +146,7 @@ def test_several_facts_in_one_edit(s):
     facts = (Fact(PROMPT, "Japan", " Paris"),
              Fact("The Eiffel Tower is located in the city of", "The Eiffel Tower", " Rome"))
     edit = s.compute_edit(s.request(facts, value_options={"steps": 5}))
-    assert edit.rank == 2
+    assert edit.rank == 4  # "split": two key rows per fact
     t = edit.targets[0]
     module = s.gen.layer(edit.layer)
     with torch.no_grad():

@@ -34,6 +34,14 @@ PREFIXES = ("", "Here is a fact. ", "I read this in the newspaper. ", "Question:
 #: distribution there is penalised while the new value is found (the essence-drift guard)
 ESSENCE = ("{} is a",)
 
+#: how each fact's keys enter the solve. "mean": ROME's k*, the mean over all prefixes (one
+#: row, rank 1). "split" (default): two rows, the subject's key in the prompt as typed (the first
+#: prefix, "") and the mean over the other prefixes, each with v = Wk + δ, rank 2 per fact. When
+#: the subject opens the prompt its key there is the text's first token, unlike the same subject
+#: after any prefix, and the mean key missed it: on 8 facts at layer 6, efficacy 4/8 with
+#: "mean", 8/8 with "split" (paraphrases 27 → 30 of 32, neighbours 30/31 both).
+KEY_MODES = ("split", "mean")
+
 #: how v* is found (text.py: TextRewriteSession.value_shift), with ROME's defaults where they
 #: exist: 20 Adam steps on δ, KL weight 0.0625, weight decay 0.5 on ‖δ‖²/‖v‖², ‖δ‖ ≤ 4‖v‖;
 #: the KL covers each essence prompt's next token and the model's own next essence_tokens
@@ -111,13 +119,14 @@ class FactRequest:
     layer: str
     facts: tuple[Fact, ...]
     model: str = ""
-    rank: int = 0  # 0: one direction per fact
+    rank: int = 0  # 0: one direction per key row (KEY_ROWS[key_mode] per fact)
     direction_rule: str = DEFAULT_RULE
     ridge: float = 1e-3  # the exact solve's ridge, relative to the mean diagonal of AᵀA
     stats_samples: int = 0  # statistics chunks C was collected over (0: the session's default)
     value_options: dict = field(default_factory=lambda: dict(VALUE_OPTIONS))
     prefixes: tuple[str, ...] = PREFIXES
     essence: tuple[str, ...] = ESSENCE
+    key_mode: str = "split"
     kind: str = "fact"
 
     def __post_init__(self) -> None:
@@ -136,10 +145,9 @@ class FactRequest:
                                "build them with Fact(prompt, subject, target).")
         object.__setattr__(self, "facts", tuple(f.with_space() for f in facts))
         object.__setattr__(self, "rank", int(_number(self.rank, "rank", 0, 4096, True)))
-        if self.rank > len(self.facts):
-            raise RewriteError(f"Rank {self.rank} needs at least {self.rank} facts; the request "
-                               f"has {len(self.facts)}.",
-                               "lower the rank (0 picks one direction per fact).")
+        if self.key_mode not in KEY_MODES:
+            raise RewriteError(f"Unknown key_mode {self.key_mode!r}.",
+                               f"use one of {KEY_MODES} ('split' is the default).")
         check_rule(self.direction_rule)
         object.__setattr__(self, "ridge", _number(self.ridge, "ridge", 0.0, 1e3))
         object.__setattr__(self, "stats_samples",
@@ -165,13 +173,24 @@ class FactRequest:
             if e.count("{}") != 1:
                 raise RewriteError(f"The essence prompt {e!r} needs exactly one '{{}}' where the "
                                    "subject goes.", "e.g. '{} is a'.")
+        if self.rank > self.key_rows:
+            raise RewriteError(f"Rank {self.rank} needs at least {self.rank} key rows; the request "
+                               f"has {self.key_rows} ({len(self.facts)} facts × "
+                               f"{self.key_rows // len(self.facts)}).",
+                               "lower the rank (0 picks one direction per key row).")
         if self.kind != "fact":
             raise RewriteError(f"kind={self.kind!r}: a text request rewrites facts.",
                                "use kind='fact'.")
 
     @property
+    def key_rows(self) -> int:
+        """Key rows the solve fits: per fact 1 ("mean"), or 2 ("split", with > 1 prefix)."""
+        split = self.key_mode == "split" and len(self.prefixes) > 1
+        return len(self.facts) * (2 if split else 1)
+
+    @property
     def effective_rank(self) -> int:
-        return self.rank or len(self.facts)
+        return self.rank or self.key_rows
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in fields(self)}

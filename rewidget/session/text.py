@@ -322,7 +322,9 @@ class TextRewriteSession:
 
     def subject_keys(self, request: FactRequest, fact: Fact, layer: str | None = None
                      ) -> torch.Tensor:
-        """k* (d_in,): the layer's key at the subject's last token, mean over the prefixes."""
+        """K* (rows, d_in): the layer's key at the subject's last token; one row, the mean over
+        the prefixes ("mean"), or two, after the first prefix and the mean after the others
+        ("split", see facts.KEY_MODES)."""
         with serial():
             return self._subject_keys(request, fact, layer or request.layer)
 
@@ -334,7 +336,10 @@ class TextRewriteSession:
             pos.append(p)
         with torch.no_grad():
             keys = self.gen.keys(layer, self._batch(rows))  # (N, T, d_in)
-        return keys[torch.arange(len(rows)), torch.tensor(pos)].mean(0)
+        keys = keys[torch.arange(len(rows)), torch.tensor(pos)]  # (prefixes, d_in)
+        if request.key_rows == len(request.facts):  # "mean" (or a single prefix)
+            return keys.mean(0, keepdim=True)
+        return torch.stack([keys[0], keys[1:].mean(0)])  # "split": as typed, after the others
 
     def value_shift(self, request: FactRequest, fact: Fact, layer: str | None = None,
                     progress: ProgressFn | None = None, cancel: CancelToken | None = None
@@ -472,9 +477,10 @@ class TextRewriteSession:
             d, rep = self.value_shift(request, f, layer, progress, cancel)
             shifts.append(d)
             reports.append(rep)
-        k = torch.stack(keys)  # (n, d_in)
+        k = torch.cat(keys)  # (rows, d_in)
+        shift = torch.cat([d.expand(len(kf), -1) for d, kf in zip(shifts, keys, strict=True)])
         with torch.no_grad():
-            goal = mem.values(k) + torch.stack(shifts)  # (n, d_out): v* = W k* + δ
+            goal = mem.values(k) + shift  # (rows, d_out): v* = W k* + δ of its fact
         weights = torch.ones(len(k), device=k.device)
         target = Target(k, goal, weights)
         rank = request.effective_rank
