@@ -48,6 +48,7 @@ from ..core.export import save_delta, save_state_dict
 from ..core.history import EditHistory
 from ..core.memory import memory_for
 from ..core.progress import CancelToken, ProgressFn, check_cancel, report
+from ..core.requests import MAX_REQUEST_CHARS
 from ..core.safefiles import read_safetensors
 from ..core.serial import serial
 from ..core.solve import masked_errors, solve_exact
@@ -603,10 +604,16 @@ class TextRewriteSession:
         return path
 
     def load_request(self, path: str | Path) -> FactRequest:
+        path = Path(path).expanduser()
         try:
-            text = Path(path).expanduser().read_text(encoding="utf-8")
+            if path.stat().st_size > MAX_REQUEST_CHARS:
+                raise RewriteError(f"{path} is {path.stat().st_size:,} bytes, more than a request "
+                                   f"can be ({MAX_REQUEST_CHARS:,}).",
+                                   "load a file written by save_request().")
+            text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise RewriteError(f"Cannot read {path} ({e}).", "check the path.") from e
+            raise RewriteError(f"Cannot read {path} as a text request ({e}).",
+                               "check the path; load a file written by save_request().") from e
         req = FactRequest.from_json(text)
         self.gen.layer(req.layer)
         return req
