@@ -231,11 +231,41 @@ def fact_of(f: dict) -> Fact:
     return Fact(f["prompt"], f["subject"], f["new"], old=f["true"])
 
 
+#: a second phrasing per relation with the subject opening the text (none of the test
+#: paraphrases): the grid's "+ subject-first phrasing" adds it to the request as a second fact
+#: where the edit prompt does not open with the subject
+SUBJECT_FIRST = {
+    "landmark_city": "{S} is a landmark in the city of",
+    "country_capital": "{S} is a country whose capital is",
+    "country_language": "{S} is a country whose official language is",
+    "country_currency": "{S} is a country whose currency is the",
+    "company_founder": "{S} is a company founded by",
+    "play_author": "{S} is a famous play written by",
+    "city_country": "{S} is a city located in the country of",
+    "person_birth_country": "{S} is a person born in the country of",
+    "person_native_language": "{S} is a person whose native language is",
+}
+
+
+def subject_first(f: dict) -> Fact:
+    """The fact in SUBJECT_FIRST's phrasing, the subject opening the text (with its "The" when
+    the edit prompt opens with "The <subject>")."""
+    the = "The " if f["prompt"].startswith("The " + f["subject"]) else ""
+    text = SUBJECT_FIRST[f["relation"]].replace("{S}", the + f["subject"])
+    return Fact(text, f["subject"], f["new"], old=f["true"])
+
+
 def edit_and_measure(s, facts: list[dict], bases: dict, layer: str, tokens: int,
                      fluency: bool = True, score_for_suggest: bool = False, **options) -> list[dict]:
     """One request with ``facts`` at ``layer``: compute, install, measure each fact, reset."""
     base = [bases[f["id"]] for f in facts]  # the unedited model's side, before installing
-    req = s.request([fact_of(f) for f in facts], layer=layer, **options)
+    # a subject that already opens the edit prompt has the same key there (causal attention):
+    # the extra phrasing would repeat its key rows
+    extra = [subject_first(f) for f in facts
+             if not (f["prompt"].startswith(f["subject"])
+                     or f["prompt"].startswith("The " + f["subject"]))
+             ] if options.pop("subject_first", False) else []
+    req = s.request([fact_of(f) for f in facts] + extra, layer=layer, **options)
     t0 = time.perf_counter()
     edit = s.compute_edit(req)
     t1 = time.perf_counter()
@@ -286,10 +316,11 @@ def summarise(rows: list[dict]) -> dict:
 
 
 # -- parts ------------------------------------------------------------------------------------
-def part_sweep(s, facts, bases, args, log, old: dict | None = None) -> dict:
+def part_sweep(s, facts, bases, args, log, old: dict | None = None, checkpoint=None) -> dict:
     """Every fact at every layer of ``args.layers``; rows of an earlier run (other facts or
     layers) are kept, so a wide run on a few facts and a deep run on all facts at one layer
-    add up."""
+    add up. ``checkpoint(summary)`` is called after each layer (an interrupted run keeps the
+    layers done; ``--reuse`` continues it)."""
     layers = [layer_name(i) for i in args.layers]
     s.statistics_for(layers, progress=None)  # one pass for every missing layer (cached on disk)
     ids = {f["id"] for f in facts}
@@ -316,6 +347,9 @@ def part_sweep(s, facts, bases, args, log, old: dict | None = None) -> dict:
         summ = summarise([r for r in rows if r["layer"] == layer and r["fact"] in ids])
         log(f"  {layer}: {fmt_row(summ)}  ({time.perf_counter() - t0:.0f} s, "
             f"{li + 1}/{len(layers)})")
+        if checkpoint is not None:
+            checkpoint(sweep_summary(rows + [r for k, r in earlier.items()
+                                             if k[1] not in layers[:li + 1]], s.layer))
     return sweep_summary(rows, s.layer)
 
 
@@ -409,6 +443,7 @@ GRID = [
     ("stats_samples 64", {"stats_samples": 64}),
     ("key_mode mean", {"key_mode": "mean"}),
     ("essence_tokens 0", {"value_options": {"essence_tokens": 0}}),
+    ("+ subject-first phrasing", {"subject_first": True}),
 ]
 GRID_DEFAULT = ("defaults", "steps 40", "kl 1", "clamp 1", "ridge 1e-1", "prefixes: '' only")
 
@@ -772,27 +807,47 @@ def main(argv=None) -> int:
         "facts": [{"id": f["id"], "prompt": f["prompt"], "true": f["true"], "new": f["new"],
                    "neighbours": len(f["neighbours"])} for f in kept]}
 
-    def save() -> None:
+    touched = {"env", "code", "known", "baseline"}
+
+    def save(*sections: str) -> None:
+        """Write this run's sections into the JSON as it is on disk now (another run may have
+        written other sections meanwhile), under a lock, and render the markdown from it."""
+        import fcntl
+
+        touched.update(sections)
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(res, indent=1, ensure_ascii=False, default=str))
-        md_path.write_text(render(res))
+        import tempfile
+
+        with open(Path(tempfile.gettempdir()) / f"{json_path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            disk = json.loads(json_path.read_text()) if json_path.is_file() else {}
+            for k in touched:
+                if k == "baseline":
+                    disk[k] = {**disk.get(k, {}), **res[k]}
+                elif k in res:
+                    disk[k] = res[k]
+            tmp = json_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(disk, indent=1, ensure_ascii=False, default=str))
+            tmp.replace(json_path)
+            md_path.write_text(render(disk))
 
     if "sweep" in args.parts:
         log(f"sweep: {len(facts)} facts × layers {args.layers}")
-        res["sweep"] = part_sweep(s, facts, bases, args, log, res.get("sweep"))
+        res["sweep"] = part_sweep(s, facts, bases, args, log, res.get("sweep"),
+                                  lambda part: (res.__setitem__("sweep", part), save("sweep")))
         log(f"best layer {res['sweep']['best']}")
         if args.check_suggest:
             layers = [x for x in res["sweep"]["layers"]
                       if int(x.split(".")[1]) in SUGGEST_LAYERS]
             res["suggest_check"] = check_suggest(s, facts, res["sweep"]["suggest"], layers, log)
-        save()
+        save("sweep", "suggest_check")
     best = res.get("sweep", {}).get("best", s.layer)
     if "together" in args.parts:
         layer = layer_name(args.together_layer) if args.together_layer is not None else best
         log(f"together: {args.together} facts at {layer}")
         res["together"] = part_together(s, kept, bases, args, layer, log,
                                         res.get("sweep", {}).get("rows", []))
-        save()
+        save("together")
     if "grid" in args.parts:
         layer = layer_name(args.grid_layer) if args.grid_layer is not None else best
         log(f"grid {args.grid_name} at {layer} on "
@@ -800,11 +855,11 @@ def main(argv=None) -> int:
         res[args.grid_name] = part_grid(s, kept, bases, args, layer, log,
                                         res.get("sweep", {}).get("rows", []),
                                         res.get(args.grid_name))
-        save()
+        save(args.grid_name)
     if "speed" in args.parts:
         log("speed")
         res["speed"] = part_speed(s, facts, args, log)
-        save()
+        save("speed")
     save()
     log(f"wrote {md_path} and {json_path}")
     print(render(res))
