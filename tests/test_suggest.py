@@ -43,13 +43,31 @@ def test_suggest_installs_nothing_and_covers_every_setting(tiny):
     seen = {(c.layer, c.rank, c.rule) for c in sug.candidates}
     assert len(seen) + len(sug.skipped) == len(s.gen.layer_names()) * 3 * 2
     assert {c.layer for c in again.candidates} <= {"main.7", "main.9"}
-    scores = [c.score for c in sug.candidates]
-    assert scores == sorted(scores, reverse=True)
+    # finalists (scored on every held-out sample) first, then the usable (effect not red, no gate), each group best first
+    order = [(c.screened, not c.usable, -c.score) for c in sug.candidates]
+    assert order == sorted(order)
     assert any(c.pareto for c in sug.candidates)
     assert sug.best.pareto or sug.best.score >= max(c.score for c in sug.pareto)
     for c in sug.candidates:
         assert set(c.meters) == {"effect", "collateral", "realism"}
         assert all(m.level in ("green", "amber", "red") and m.why for m in c.meters.values())
+
+
+def test_the_best_settings_are_also_solved_iteratively(tiny):
+    s, sug = tiny
+    iterative = [c for c in sug.candidates if c.edit.request.solver == "iterative"]
+    assert len(iterative) == 4 and not any(c.screened for c in iterative)
+    assert all(c.ridge is None and "iterative" in c.label() for c in iterative)
+    exact = {(c.layer, c.rank, c.rule) for c in sug.candidates
+             if c.edit.request.solver == "exact" and not c.screened}
+    assert {(c.layer, c.rank, c.rule) for c in iterative} <= exact
+    # the same setting, another solver: a different edit of the same directions
+    c = iterative[0]
+    twin = sug.find(c.layer, c.rank, c.rule, 0.1)
+    assert torch.equal(twin.edit.directions, c.edit.directions)
+    assert not torch.equal(twin.edit.factor, c.edit.factor)
+    none = s.suggest(ranks=(1, 2), layers=["main.9"], iterative=0)
+    assert all(c.edit.request.solver == "exact" for c in none.candidates)
 
 
 def test_preview_is_the_edited_render_without_installing(tiny):
