@@ -53,7 +53,7 @@ def test_suggest_installs_nothing_and_covers_every_setting(tiny):
         assert all(m.level in ("green", "amber", "red") and m.why for m in c.meters.values())
 
 
-def test_the_best_settings_are_also_solved_iteratively(tiny):
+def test_the_best_settings_are_also_solved_iteratively_and_through_the_output(tiny):
     s, sug = tiny
     iterative = [c for c in sug.candidates if c.edit.request.solver == "iterative"]
     assert len(iterative) == 4 and not any(c.screened for c in iterative)
@@ -66,7 +66,13 @@ def test_the_best_settings_are_also_solved_iteratively(tiny):
     twin = sug.find(c.layer, c.rank, c.rule, 0.1)
     assert torch.equal(twin.edit.directions, c.edit.directions)
     assert not torch.equal(twin.edit.factor, c.edit.factor)
-    none = s.suggest(ranks=(1, 2), layers=["main.9"], iterative=0)
+    output = [c for c in sug.candidates if c.edit.request.solver == "output"]
+    last = s.gen.layer_names()[-1]
+    assert len(output) == 2 and all(c.layer != last and "output" in c.label() for c in output)
+    for c in output:  # fitted from the exact solution toward the goal drawn in the output
+        fit = c.edit.report["output_l1"]
+        assert fit["installed"] < min(fit["start"], fit["unchanged"])
+    none = s.suggest(ranks=(1, 2), layers=["main.9"], iterative=0, output=0)
     assert all(c.edit.request.solver == "exact" for c in none.candidates)
 
 

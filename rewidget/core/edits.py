@@ -38,6 +38,7 @@ from .solve import (
     solve_iterative,
 )
 from .targets import Target, erase_target, paste_target
+from .through import output_goals, solve_output
 
 _ids = itertools.count(1)
 
@@ -125,6 +126,19 @@ class EditProblem:
     _bases: dict = field(default_factory=dict, repr=False)  # rule → (nested basis, width)
     _normal: list = field(default_factory=list, repr=False)  # [(D, normal equations), ...]
     _before: dict | None = field(default=None, repr=False)  # masked error of W₀ on the goals
+    #: for the output solver: the generator, the request and each sample's keys
+    gen: Generator | None = field(default=None, repr=False)
+    request: EditRequest | None = field(default=None, repr=False)
+    keys_of: dict = field(default_factory=dict, repr=False)
+    _goals: dict = field(default_factory=dict, repr=False)  # grow → OutputGoal
+
+    def output_goal(self, grow: int):
+        """The request's goal drawn in the generator's output (through.output_goals), cached."""
+        if grow not in self._goals:
+            self._goals[grow] = output_goals(
+                self.gen, self.request, self.keys_of.__getitem__,
+                lambda s: sample_latents(self.gen, [s]), grow)
+        return self._goals[grow]
 
     def directions(self, inv: CovarianceInverse, rank: int, rule: str,
                    max_rank: int | None = None) -> tuple[torch.Tensor, float]:
@@ -163,7 +177,8 @@ def edit_problem(gen: Generator, request: EditRequest) -> EditProblem:
     by_sample = {s: keys[i:i + 1] for i, s in enumerate(samples)}
     k, w = context_keys(mem, [(by_sample[c.sample], c.mask) for c in request.context])
     targets = build_targets(gen, mem, request, by_sample.__getitem__)
-    return EditProblem(mem, k, w, targets, protected_keys(gen, mem, request, k, w))
+    return EditProblem(mem, k, w, targets, protected_keys(gen, mem, request, k, w), gen=gen,
+                       request=request, keys_of=by_sample)
 
 
 #: automatic protection samples its keys from these seeds (far from grids, requests, statistics)
@@ -223,8 +238,14 @@ def solve_problem(problem: EditProblem, request: EditRequest, inv: CovarianceInv
     opts = _solver_options(request)
     if request.solver == "exact":
         factor, rep = solve_exact(mem, d, targets, normal=problem.normal(d), **opts)
-    else:
+    elif request.solver == "iterative":
         factor, rep = solve_iterative(mem, d, targets, progress=progress, cancel=cancel, **opts)
+    else:  # "output": from the exact solution, through the later layers (through.py)
+        o = {**DEFAULT_OPTIONS["output"], **opts}
+        init, _ = solve_exact(mem, d, targets, normal=problem.normal(d), ridge=o["ridge"])
+        factor, rep = solve_output(problem.gen, mem, request.layer, d,
+                                   problem.output_goal(int(o["grow"])), init, int(o["steps"]),
+                                   o["lr"], o["keep"], progress, cancel)
     w = mem.weight.detach()
     delta = mem.delta_weight(d, factor)
     if problem._before is None:

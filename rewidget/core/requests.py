@@ -34,7 +34,7 @@ from .masks import as_mask, bounding_box, mask_at, mask_from_data_url, mask_to_d
 from .solve import check_solver_options
 
 FORMAT = "rewidget.edit-request/1"
-SOLVERS = ("exact", "iterative")
+SOLVERS = ("exact", "iterative", "output")
 KINDS = ("paste", "erase")
 LEGACY_RULE = "cinv"  # the direction rule of requests saved without a "direction_rule" field
 SEED_LIMIT = 2**64  # torch seeds its generators with 64 bits: seeds are in [0, 2**64)

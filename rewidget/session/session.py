@@ -69,6 +69,7 @@ from ..core.statistics import auto_samples, cached_second_moments
 from ..models import GeneratorAdapter, load
 from .suggest import (
     ITERATIVE_FINALISTS,
+    OUTPUT_FINALISTS,
     PREVIEW_SEEDS,
     RANKS,
     RIDGES,
@@ -552,15 +553,16 @@ class RewriteSession:
                 rules: Sequence[str] = RULES, kind: str | None = None, solver: str = "exact",
                 preview: Sequence[int] = PREVIEW_SEEDS, progress: ProgressFn | None = None,
                 cancel: CancelToken | None = None, extra: Sequence[Edit] = (),
-                ridges: Sequence[float] = RIDGES, iterative: int = ITERATIVE_FINALISTS
-                ) -> Suggestion:
+                ridges: Sequence[float] = RIDGES, iterative: int = ITERATIVE_FINALISTS,
+                output: int = OUTPUT_FINALISTS) -> Suggestion:
         """Solve the current selections at every layer × rank × direction rule (the
-        ``iterative`` best also with the iterative solver), score each candidate on held-out
+        ``iterative`` best also with the iterative solver, the ``output`` best with the goal
+        drawn in the output), score each candidate on held-out
         samples (effect, collateral, realism) and rank them. Installs nothing: the weights are
         bit-for-bit the same afterwards. ``extra`` edits (a hand-chosen setting) are scored
         alongside. See session/suggest.py."""
         return suggest(self, layers, ranks, rules, kind, solver, preview, progress, cancel, extra,
-                       ridges, iterative)
+                       ridges, iterative, output)
 
     def preview(self, edit: Edit | Candidate, samples: Sequence | None = None) -> np.ndarray:
         """(N, S, S, 3) uint8: the grid (or ``samples``) as it would look with ``edit`` added to

@@ -68,6 +68,11 @@ SCREEN_SAMPLES, FINALISTS = 6, 12
 #: reached the full sweep's best (benchmarks/results/suggest_scenes.md)
 ITERATIVE_FINALISTS = 4
 ITERATIVE_OPTIONS = {"steps": 301, "lr": 0.2}
+#: the best OUTPUT_FINALISTS settings at layers that later layers follow are also solved with
+#: the output solver (the goal drawn in the output, core/through.py, its default options): on
+#: scenes it turned roofs into round crowns at main.9 where every layer-goal solve drew
+#: triangles at main.12
+OUTPUT_FINALISTS = 2
 #: "where the context fires" on held-out samples, for spread and collateral, is one region per
 #: layer: the match of the top max(ranks) directions of this rule. With each candidate's own D
 #: as the yardstick, every candidate was measured on a different region and higher ranks looked
@@ -336,11 +341,12 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
             kind: str | None = None, solver: str = "exact",
             preview: Sequence[int] = PREVIEW_SEEDS, progress: ProgressFn | None = None,
             cancel: CancelToken | None = None, extra: Sequence[Edit] = (),
-            ridges: Sequence[float] = RIDGES, iterative: int = ITERATIVE_FINALISTS
-            ) -> Suggestion:
+            ridges: Sequence[float] = RIDGES, iterative: int = ITERATIVE_FINALISTS,
+            output: int = OUTPUT_FINALISTS) -> Suggestion:
     """Solve the current selections at every layer × rank × rule (× ridge, exact solver) and
     rank the candidates; the ``iterative`` best settings are also solved with the iterative
-    solver (ITERATIVE_OPTIONS).
+    solver (ITERATIVE_OPTIONS), and the ``output`` best at layers that later layers follow with
+    the output solver.
 
     ``extra`` edits (e.g. a hand-chosen setting) are scored and ranked alongside.
     Invariant: the model's weights are bit-for-bit the same afterwards (nothing is installed);
@@ -366,7 +372,8 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
     held_out = [Sample(int(s)) for s in preview]
     screen = min(SCREEN_SAMPLES, len(held_out))
     iterative = int(iterative) if solver == "exact" else 0
-    total = len(settings) + FINALISTS * len(options) + iterative
+    output = int(output) if solver == "exact" else 0
+    total = len(settings) + FINALISTS * len(options) + iterative + output
     candidates, skipped, references = [], [], {}
     views: dict[str, _LayerView] = {}
     problems: dict[str, tuple] = {}  # layer → (EditProblem, CovarianceInverse)
@@ -432,21 +439,28 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
                     continue
                 candidates.append(score_candidate(view, edit, kind, index))
         # the best settings also with the iterative solver (it fits the goals more closely
-        # than the ridge allows; on the scenes erases it drew what the ground truth wanted)
-        if solver == "exact" and iterative:
-            tops = sorted((c for c in candidates if not c.screened and id(c.edit) not in extra_ids),
-                          key=lambda c: -c.score)
-            settings_done: list[tuple] = []
-            for c in tops:
-                if len(settings_done) == iterative:
+        # than the ridge allows; on the scenes erases it drew what the ground truth wanted), and
+        # at layers with later layers, with the goal drawn in the output
+        ranked = sorted((c for c in candidates if not c.screened and id(c.edit) not in extra_ids),
+                        key=lambda c: -c.score)
+        for how, count, opts, where in (
+                ("iterative", iterative, ITERATIVE_OPTIONS, lambda c: True),
+                ("output", output, {}, lambda c: view_of(c.layer).stop is not None)):
+            chosen: list[tuple] = []
+            for c in ranked:
+                if len(chosen) == count:
                     break
-                if (c.layer, c.rank, c.rule) in settings_done:
+                if (c.layer, c.rank, c.rule) in chosen or not where(c):
                     continue
-                settings_done.append((c.layer, c.rank, c.rule))
+                chosen.append((c.layer, c.rank, c.rule))
                 check_cancel(cancel, "The suggestion")
-                report(progress, done, total, f"suggest: iterative {c.layer} rank {c.rank}")
+                report(progress, done, total, f"suggest: {how} {c.layer} rank {c.rank}")
                 done += 1
-                edit = solve(c.layer, c.rank, c.rule, dict(ITERATIVE_OPTIONS), "iterative")
+                try:
+                    edit = solve(c.layer, c.rank, c.rule, dict(opts), how)
+                except RewriteError as e:
+                    skipped.append(f"{c.layer} rank {c.rank} {c.rule} {how}: {e.problem}")
+                    continue
                 candidates.append(score_candidate(view_of(c.layer), edit, kind, index))
     report(progress, total, total, "suggest: done")
     if not candidates:
