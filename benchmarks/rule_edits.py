@@ -23,7 +23,9 @@ fires (core/metrics.py), and how much closer the paste target moved to the copie
 Each edit is one saved request; only its layer, rank, direction rule ("whitened": the paper's
 whitened SVD, "cinv": top singular vectors of C⁻¹K*), solver (and the statistics' sample count)
 are replaced. "exact" and "iterative" use the engine's default options (ridge 0.1; 2001 Adam
-steps, lr 0.2); "exact, ridge 1e-6" is the nearly unregularised least squares, for comparison.
+steps, lr 0.2); "exact, ridge 1e-6" is the nearly unregularised least squares, for comparison;
+"output" draws the goal in the generator's output and fits Λ through the later layers
+(core/through.py: 100 Adam steps from the exact solution, copy mask grown 2 px).
 The best setting of a scenes edit is the highest shape efficacy − shape collateral (ties: the
 lower collateral); the flagship target (shape efficacy ≥ 80% with shape collateral ≤ 3% and
 trunk change ≤ 10%) is met if any setting reaches all three, and the verdict also names the
@@ -102,6 +104,7 @@ SOLVERS = {  # column name -> (solver, solver_options); options recorded explici
     "exact": ("exact", dict(DEFAULT_OPTIONS["exact"])),
     "exact, ridge 1e-6": ("exact", {**DEFAULT_OPTIONS["exact"], "ridge": 1e-6}),
     "iterative": ("iterative", dict(DEFAULT_OPTIONS["iterative"])),
+    "output": ("output", dict(DEFAULT_OPTIONS["output"])),
 }
 
 

@@ -66,14 +66,27 @@ def test_the_best_settings_are_also_solved_iteratively_and_through_the_output(ti
     twin = sug.find(c.layer, c.rank, c.rule, 0.1)
     assert torch.equal(twin.edit.directions, c.edit.directions)
     assert not torch.equal(twin.edit.factor, c.edit.factor)
+    # one paste: a goal in one image says nothing of a rule, so no output-solver candidates
+    assert not any(c.edit.request.solver == "output" for c in sug.candidates)
+    none = s.suggest(ranks=(1, 2), layers=["main.9"], iterative=0, output=0)
+    assert all(c.edit.request.solver == "exact" for c in none.candidates)
+
+
+def test_with_pastes_on_two_samples_the_best_are_also_solved_through_the_output():
+    s = selected(RewriteSession("tiny", stats_samples=400))
+    s.add_paste(3, (0, 0))
+    before = weights(s)
+    sug = s.suggest(ranks=(1, 2, 3), iterative=0)
+    for n, w in before.items():
+        assert torch.equal(w, s.gen.layer(n).weight), n
     output = [c for c in sug.candidates if c.edit.request.solver == "output"]
     last = s.gen.layer_names()[-1]
     assert len(output) == 2 and all(c.layer != last and "output" in c.label() for c in output)
     for c in output:  # fitted from the exact solution toward the goal drawn in the output
-        fit = c.edit.report["output_l1"]
+        fit, rep = c.edit.report["output_l1"], c.edit.report
         assert fit["installed"] < min(fit["start"], fit["unchanged"])
-    none = s.suggest(ranks=(1, 2), layers=["main.9"], iterative=0, output=0)
-    assert all(c.edit.request.solver == "exact" for c in none.candidates)
+        assert rep["installed"]["l2"] < rep["before"]["l2"]  # measured in the output
+        assert "layer_installed" in rep
 
 
 def test_preview_is_the_edited_render_without_installing(tiny):

@@ -38,7 +38,7 @@ from .solve import (
     solve_iterative,
 )
 from .targets import Target, erase_target, paste_target
-from .through import output_goals, solve_output
+from .through import output_errors, output_goals, solve_output
 
 _ids = itertools.count(1)
 
@@ -252,6 +252,11 @@ def solve_problem(problem: EditProblem, request: EditRequest, inv: CovarianceInv
         problem._before = masked_errors(mem, targets)
     rep = {**rep, "before": problem._before,
            "installed": masked_errors(mem, targets, w + delta), "notes": list(inv.notes)}
+    if request.solver == "output":  # its goal is in the output: "before"/"installed" are there
+        goal = problem.output_goal(int({**DEFAULT_OPTIONS["output"], **opts}["grow"]))
+        rep["layer_before"], rep["layer_installed"] = rep["before"], rep["installed"]
+        rep["before"] = output_errors(problem.gen, request.layer, goal)
+        rep["installed"] = output_errors(problem.gen, request.layer, goal, w + delta)
     return Edit(request.layer, d.detach(), factor.detach(), request, rep, level, tuple(targets))
 
 

@@ -107,6 +107,19 @@ def output_loss(img: torch.Tensor, goal: OutputGoal, keep: float) -> torch.Tenso
     return inside + keep * (err * rest).sum() / rest.sum().clamp_min(1e-12)
 
 
+def output_errors(gen, layer: str, goal: OutputGoal, weight: torch.Tensor | None = None
+                  ) -> dict[str, float]:
+    """Mask-weighted mean |out − goal| and (out − goal)² inside the goal region (per element),
+    with ``weight`` standing in for the layer's weight (None: as installed)."""
+    with torch.no_grad():
+        out = gen.forward_from(layer, goal.keys, z=goal.z, weight=weight)
+        err = (out - goal.goal).to(torch.float64)
+        w = goal.weight.to(torch.float64)
+        total = float(w.sum()) or 1.0
+        return {"l1": float((err.abs().mean(1, keepdim=True) * w).sum()) / total,
+                "l2": float((err.pow(2).mean(1, keepdim=True) * w).sum()) / total}
+
+
 def solve_output(gen, mem: LinearMemory, layer: str, directions: torch.Tensor,
                  goal: OutputGoal, init: torch.Tensor, steps: int, lr: float, keep: float,
                  progress: ProgressFn | None = None, cancel: CancelToken | None = None
