@@ -13,9 +13,10 @@ outside it whose class changed. Variants, each at main.6 (8×8 keys) and main.9 
   also with rank 20;
 - two layers (MEMIT-style spreading): the edit solved at main.6, then solved again at main.9
   against the edited model, so main.9 only adds what main.6 left undone;
-- keep: the trunks of three samples painted as regions that must not change.
-Goals defined after a later layer (solving through the layers that follow) are not tried: the
-exact solver needs the goal at the edited layer's output.
+- keep: the trunks of three samples painted as regions that must not change;
+- goals defined after the later layers: the output solver (core/through.py) draws the paste in
+  the generator's output and fits Λ through the layers that follow (grow: the copy mask grown by
+  that many output pixels), with six pastes and with one.
 Writes results/semantic_layers.md.
 """
 
@@ -99,9 +100,10 @@ def main(argv=None) -> str:
     rows = []
 
     def run(name: str, layer: str, rank: int, rule: str, ridge: float, request: EditRequest,
-            two_layers: bool = False) -> None:
+            two_layers: bool = False, solver: str = "exact", grow: int | None = None) -> None:
+        options = {"ridge": ridge} if grow is None else {"ridge": ridge, "grow": grow}
         req = dataclasses.replace(request, layer=layer, rank=rank, direction_rule=rule,
-                                  solver="exact", solver_options={"ridge": ridge},
+                                  solver=solver, solver_options=options,
                                   stats_samples=s.samples_for(layer))
         try:
             if two_layers:
@@ -142,6 +144,16 @@ def main(argv=None) -> str:
         run(f"six pastes, dilated {px}px", "main.9", 20, "whitened", 0.1, dilated(six, px))
         run(f"six pastes, dilated {px}px, keep trunks", "main.9", 20, "whitened", 0.1,
             dataclasses.replace(dilated(six, px), keep=keep))
+
+    for layer in ("main.6", "main.9"):  # the goal in the image, solved through later layers
+        for rank in (10, 20):
+            for grow in (0, 2):
+                run(f"six pastes, output solver, grow {grow}", layer, rank, "whitened", 0.1, six,
+                    solver="output", grow=grow)
+        run("one paste, output solver, grow 2", layer, 20, "whitened", 0.1, one,
+            solver="output", grow=2)
+        run("six pastes, output solver, grow 2, keep trunks", layer, 20, "whitened", 0.1,
+            dataclasses.replace(six, keep=keep), solver="output", grow=2)
 
     ok = [r for r in rows if "error" not in r]
     lines = ["# What makes a ≤ 16×16-key layer change shape (roofs → tree crowns)", "",

@@ -154,10 +154,14 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
                                layout=w.Layout(width="130px"),
                                style={"description_width": "38px"})
         self.rank.add_class("rewidget-rank")
-        self.solver = w.ToggleButtons(options=[("exact", "exact"), ("iterative", "iterative")],
-                                      value=s.solver, style={"button_width": "96px"},
+        self.solver = w.ToggleButtons(options=[("exact", "exact"), ("iterative", "iterative"),
+                                               ("output", "output")],
+                                      value=s.solver, style={"button_width": "80px"},
                                       tooltips=["one least-squares solve (fast)",
-                                                "the paper's Adam optimisation"])
+                                                "the paper's Adam optimisation",
+                                                "the paste drawn in the image, solved through "
+                                                "the later layers (shapes; paste on several "
+                                                "samples)"])
         self.strength = w.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05,
                                       description="Strength", continuous_update=False,
                                       readout_format=".2f", layout=w.Layout(width="250px"),
