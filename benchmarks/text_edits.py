@@ -444,6 +444,7 @@ GRID = [
     ("key_mode mean", {"key_mode": "mean"}),
     ("essence_tokens 0", {"value_options": {"essence_tokens": 0}}),
     ("+ subject-first phrasing", {"subject_first": True}),
+    ("key_mode wide", {"key_mode": "wide"}),
 ]
 GRID_DEFAULT = ("defaults", "steps 40", "kl 1", "clamp 1", "ridge 1e-1", "prefixes: '' only")
 

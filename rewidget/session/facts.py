@@ -40,7 +40,7 @@ ESSENCE = ("{} is a",)
 #: the subject opens the prompt its key there is the text's first token, unlike the same subject
 #: after any prefix, and the mean key missed it: on 8 facts at layer 6, efficacy 4/8 with
 #: "mean", 8/8 with "split" (paraphrases 27 → 30 of 32, neighbours 30/31 both).
-KEY_MODES = ("split", "mean")
+KEY_MODES = ("split", "mean", "wide")
 
 #: how v* is found (text.py: TextRewriteSession.value_shift), with ROME's defaults where they
 #: exist: 20 Adam steps on δ, KL weight 0.0625, weight decay 0.5 on ‖δ‖²/‖v‖², ‖δ‖ ≤ 4‖v‖;
@@ -82,6 +82,12 @@ class Fact:
         if not self.target.strip():
             raise RewriteError("The new target is empty.",
                                "type the text the prompt should continue with, e.g. ' Rome'.")
+
+    @property
+    def opens_with_subject(self) -> bool:
+        """The prompt opens with the subject: its key there is the subject's key at a text's
+        start (causal attention)."""
+        return self.prompt.startswith(self.subject)
 
     @property
     def subject_end(self) -> int:
@@ -175,8 +181,8 @@ class FactRequest:
                                    "subject goes.", "e.g. '{} is a'.")
         if self.rank > self.key_rows:
             raise RewriteError(f"Rank {self.rank} needs at least {self.rank} key rows; the request "
-                               f"has {self.key_rows} ({len(self.facts)} facts × "
-                               f"{self.key_rows // len(self.facts)}).",
+                               f"has {self.key_rows} ({len(self.facts)} facts, key_mode "
+                               f"{self.key_mode!r}).",
                                "lower the rank (0 picks one direction per key row).")
         if self.kind != "fact":
             raise RewriteError(f"kind={self.kind!r}: a text request rewrites facts.",
@@ -184,9 +190,13 @@ class FactRequest:
 
     @property
     def key_rows(self) -> int:
-        """Key rows the solve fits: per fact 1 ("mean"), or 2 ("split", with > 1 prefix)."""
-        split = self.key_mode == "split" and len(self.prefixes) > 1
-        return len(self.facts) * (2 if split else 1)
+        """Key rows the solve fits: per fact 1 ("mean"), 2 ("split", with > 1 prefix), or
+        "wide": those and the subject opening a text, unless the prompt already opens with it."""
+        split = self.key_mode in ("split", "wide") and len(self.prefixes) > 1
+        per = 2 if split else 1
+        if self.key_mode == "wide":
+            return sum(per + (not f.opens_with_subject) for f in self.facts)
+        return len(self.facts) * per
 
     @property
     def effective_rank(self) -> int:

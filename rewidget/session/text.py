@@ -335,12 +335,20 @@ class TextRewriteSession:
             ids, p = self._subject_position(prefix + fact.prompt, len(prefix) + fact.subject_end)
             rows.append(ids[:p + 1])
             pos.append(p)
+        start = request.key_mode == "wide" and not fact.opens_with_subject
+        if start:  # the subject opening a text ("France's capital city is")
+            ids, p = self._subject_position(fact.subject, len(fact.subject))
+            rows.append(ids[:p + 1])
+            pos.append(p)
         with torch.no_grad():
             keys = self.gen.keys(layer, self._batch(rows))  # (N, T, d_in)
-        keys = keys[torch.arange(len(rows)), torch.tensor(pos)]  # (prefixes, d_in)
-        if request.key_rows == len(request.facts):  # "mean" (or a single prefix)
-            return keys.mean(0, keepdim=True)
-        return torch.stack([keys[0], keys[1:].mean(0)])  # "split": as typed, after the others
+        keys = keys[torch.arange(len(rows)), torch.tensor(pos)]  # (prefixes [+ 1], d_in)
+        n = len(request.prefixes)
+        if request.key_mode == "mean" or n == 1:
+            out = [keys[:n].mean(0)]
+        else:  # "split" / "wide": as typed, after the others
+            out = [keys[0], keys[1:n].mean(0)]
+        return torch.stack(out + ([keys[n]] if start else []))
 
     def value_shift(self, request: FactRequest, fact: Fact, layer: str | None = None,
                     progress: ProgressFn | None = None, cancel: CancelToken | None = None
