@@ -228,6 +228,44 @@ function render({ model, el }) {
     model.save_changes();
   }
 
+  // Keys meant for the app must never reach the notebook. JupyterLab and Notebook 7 (Lumino)
+  // handle their shortcuts on the document before the painter's own listener could stop them,
+  // and skip events from inside an element marked data-lm-suppress-shortcuts: the painter marks
+  // itself and the app around it. Keys pressed elsewhere in the app (a focused button, the grid)
+  // are caught on the window in the capture phase, before anything else sees them, so they
+  // switch tools too; typing in the app's text fields is left alone.
+  root.setAttribute("data-lm-suppress-shortcuts", "");
+  /** @type {HTMLElement | null} */
+  let app = null;
+  const claimApp = () => {
+    if (!app || !app.isConnected) {
+      app = root.closest(".rewidget-app");
+      if (app) app.setAttribute("data-lm-suppress-shortcuts", "");
+    }
+    return app;
+  };
+  /** @param {EventTarget | null} t */
+  const typing = (t) =>
+    t instanceof HTMLElement && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName));
+  /** @param {KeyboardEvent} e */
+  const onWindowKey = (e) => {
+    const target = e.target;
+    if (!(target instanceof Node) || root.contains(target)) return; // the painter's own listener
+    const inApp = claimApp();
+    if (!inApp || !inApp.contains(target) || typing(target) || !keyAction(e)) return;
+    onKey(e);
+    // the focused button may be redrawn by the change (the tool buttons are): keep the focus in
+    // the app, on the painter, so the next key does not fall through to the notebook
+    root.focus({ preventScroll: true });
+  };
+  window.addEventListener("keydown", onWindowKey, true);
+  // mark the app as soon as the view is attached (a painter shown on its own has no app: stop
+  // asking after ~10 s; a key pressed later claims it then)
+  let tries = 600;
+  let claimFrame = requestAnimationFrame(function again() {
+    claimFrame = claimApp() || --tries <= 0 ? 0 : requestAnimationFrame(again);
+  });
+
   canvas.addEventListener("pointerdown", onDown);
   canvas.addEventListener("pointermove", onMove);
   canvas.addEventListener("pointerup", onUp);
@@ -240,6 +278,8 @@ function render({ model, el }) {
   return () => {
     for (const name of REDRAW_ON) model.off(`change:${name}`, redraw);
     if (frame) cancelAnimationFrame(frame);
+    if (claimFrame) cancelAnimationFrame(claimFrame);
+    window.removeEventListener("keydown", onWindowKey, true);
     root.remove();
   };
 }

@@ -17,6 +17,7 @@ import pytest
 from rewidget.widgets.grid import GAP
 
 from .harness import (
+    _panel_js,
     canvas_rgba,
     canvas_stats,
     click_at,
@@ -99,6 +100,29 @@ def test_app_renders_pixels(nb):
     # the demo cell's edit landed and is listed
     assert kernel_eval(nb.kc, "len(session.history)") == 1
     assert "installed" in kernel_eval(nb.kc, "app.messages.last")
+
+
+def cell_count(page) -> int:
+    return page.evaluate(f"() => {_panel_js()}.content.widgets.length")
+
+
+def test_app_keys_switch_tools_and_never_reach_the_notebook(nb):
+    """x/c/v/k with an app button focused (or the painter, never painted on) switch the tool;
+    before the fix, x cut the notebook cell holding the app."""
+    page = nb.page
+    cells = cell_count(page)
+    tool(page, "context")  # a focused app button
+    kernel_wait(nb.kc, "app.painter.tool == 'context'")
+    for key, name in (("x", "copy"), ("v", "paste"), ("k", "keep"), ("c", "context")):
+        page.keyboard.press(key)
+        kernel_wait(nb.kc, f"app.painter.tool == {name!r}", timeout=10)
+        assert cell_count(page) == cells
+    page.locator("div.rewidget-painter").first.focus()  # the painter focused, never painted
+    page.keyboard.press("x")
+    kernel_wait(nb.kc, "app.painter.tool == 'copy'", timeout=10)
+    page.keyboard.press("c")
+    kernel_wait(nb.kc, "app.painter.tool == 'context'", timeout=10)
+    assert cell_count(page) == cells
 
 
 def test_mouse_drag_sets_context_mask_in_kernel(nb):
@@ -385,4 +409,17 @@ def test_renders_in_notebook7(notebook7, page, page_errors):
     wait_canvas(page, PAINTER, "s.nonblank > s.n * 0.9")
     assert page.locator(".rewidget-app").count() == 1
     assert widget_errors(page) == []
+    # Notebook 7: x with the painter focused cut the app's cell (9 → 8 cells) before the fix
+    kc = lab.kernel_client("01_quickstart.ipynb")
+    try:
+        cells = cell_count(page)
+        page.locator("div.rewidget-painter").first.focus()
+        page.keyboard.press("x")
+        kernel_wait(kc, "app.painter.tool == 'copy'", timeout=10)
+        tool(page, "keep")  # a focused app button
+        page.keyboard.press("c")
+        kernel_wait(kc, "app.painter.tool == 'context'", timeout=10)
+        assert cell_count(page) == cells
+    finally:
+        kc.stop_channels()
     assert page_errors == [], "\n".join(page_errors + lab.log_lines("403", "WARNING", "ERROR"))
