@@ -259,6 +259,17 @@ function render({ model, el }) {
     root.focus({ preventScroll: true });
   };
   window.addEventListener("keydown", onWindowKey, true);
+  // The mouse wheel over the app's other canvases (grid, tray, heatmaps: ipycanvas, which
+  // cancels every wheel event it sees) scrolls the notebook: stopped on the way down, the event
+  // never reaches their listener, and the browser scrolls as it would over any image.
+  /** @param {WheelEvent} e */
+  const onWindowWheel = (e) => {
+    const target = e.target;
+    if (!(target instanceof HTMLCanvasElement) || root.contains(target)) return;
+    const inApp = claimApp();
+    if (inApp && inApp.contains(target)) e.stopPropagation();
+  };
+  window.addEventListener("wheel", onWindowWheel, { capture: true, passive: true });
   // mark the app as soon as the view is attached (a painter shown on its own has no app: stop
   // asking after ~10 s; a key pressed later claims it then)
   let tries = 600;
@@ -280,6 +291,7 @@ function render({ model, el }) {
     if (frame) cancelAnimationFrame(frame);
     if (claimFrame) cancelAnimationFrame(claimFrame);
     window.removeEventListener("keydown", onWindowKey, true);
+    window.removeEventListener("wheel", onWindowWheel, { capture: true });
     root.remove();
   };
 }

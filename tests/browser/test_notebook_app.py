@@ -125,6 +125,22 @@ def test_app_keys_switch_tools_and_never_reach_the_notebook(nb):
     assert cell_count(page) == cells
 
 
+SCROLLER = ".jp-WindowedPanel-outer"  # JupyterLab 4's notebook scroll container
+
+
+def test_the_mouse_wheel_over_the_grid_scrolls_the_notebook(nb):
+    page = nb.page
+    grid = page.locator(GRID).first
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    top = page.evaluate(f"() => document.querySelector('{SCROLLER}').scrollTop")
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.wheel(0, 300)
+    page.wait_for_function(
+        f"top => document.querySelector('{SCROLLER}').scrollTop > top + 100", arg=top,
+        timeout=5_000)
+
+
 def test_mouse_drag_sets_context_mask_in_kernel(nb):
     page = nb.page
     button(page, "rewidget-clear-all").click()
