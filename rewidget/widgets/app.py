@@ -270,7 +270,9 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
              w.HBox([self.brush, self.clear_button], layout=row),
              self.painter, self.painter_caption],
             layout=w.Layout(align_items="flex-start", margin="0 12px 0 0"))
-        grid_box = w.VBox([self.grid, self.grid_tools], layout=w.Layout(align_items="flex-start"))
+        # new batch / seeds / search above the grid: below it they sat 576 px down, off-screen
+        # while the controls were in view
+        grid_box = w.VBox([self.grid_tools, self.grid], layout=w.Layout(align_items="flex-start"))
         main = w.HBox([painter_box, grid_box, self.suggestions],
                       layout=w.Layout(flex_flow="row wrap", align_items="flex-start"))
         files = w.VBox([

@@ -204,6 +204,12 @@ class SampleGrid(w.VBox):
         out = self.compose()
         if out is not None:
             self.canvas.show(out)
+            # the caption wraps inside the grid's width: a longer caption (Context match) must
+            # not widen the grid's box, which made the app's row wrap and threw the grid below
+            # the painter
+            width = f"{out.shape[1]}px"
+            if self.caption.layout.width != width:
+                self.caption.layout.width = width
         mode = "original | edited" if self.compare else self.view
         match = " · yellow tint: where the context fires (1.0 = as strong as painted)" \
             if self.show_match else ""

@@ -125,6 +125,24 @@ def test_app_keys_switch_tools_and_never_reach_the_notebook(nb):
     assert cell_count(page) == cells
 
 
+def test_context_match_leaves_the_grid_where_it_was(nb):
+    page = nb.page
+    grid = page.locator(GRID).first
+    grid.scroll_into_view_if_needed()
+    before = grid.bounding_box()
+    toggle = page.locator(".rewidget-app button", has_text="Context match").first
+    for _ in range(2):  # on, then off
+        toggle.click()
+        time.sleep(1.0)
+        settle(nb)
+        after = grid.bounding_box()
+        assert abs(after["x"] - before["x"]) < 2 and abs(after["y"] - before["y"]) < 2, \
+            (before, after)
+    # the batch controls sit above the grid, in view with it
+    batch = page.locator("button.rewidget-batch").first.bounding_box()
+    assert batch["y"] < before["y"]
+
+
 SCROLLER = ".jp-WindowedPanel-outer"  # JupyterLab 4's notebook scroll container
 
 
