@@ -231,6 +231,26 @@ def test_copy_sets_the_patch_and_paste_sets_the_offset(app, tiny_session):
     assert app.painter.paste_active and app.painter.paste_offset == [3, -4]
 
 
+def test_choosing_paste_says_what_is_missing_or_places_the_copy_as_shown(app, tiny_session):
+    s = tiny_session
+    app.select(3)
+    assert app.wait()
+    app.painter.tool = "paste"  # nothing copied yet: say so, place nothing
+    assert app.wait()
+    assert s.paste is None and "nothing is copied" in app.messages.last
+    app.painter.tool = "copy"
+    stroke(app, "copy", box(12, 20, 10, 22))
+    app.painter.tool = "context"
+    app.select(7)
+    assert app.wait()
+    app.painter.tool = "paste"  # the patch shows at the copy's own place: that counts
+    assert app.wait()
+    assert s.paste is not None and s.paste.sample.seed == 7 and s.paste.offset == (0.0, 0.0)
+    assert app.painter.paste_active and "placed on seed 7" in app.messages.last
+    stroke(app, "paste", offset=(2, 1))  # dragging moves it
+    assert s.paste.offset == (2.0, 1.0)
+
+
 def test_paste_again_keeps_the_paste_and_places_another(app, tiny_session):
     s = tiny_session
     app.paste_again_button.click()  # nothing placed yet: a clear message, nothing changes

@@ -303,6 +303,7 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
         self.painter.on_stroke(self._guard(self._on_stroke))
         self.painter.on_shortcut(self._guard(self._on_shortcut))
         self.painter.observe(lambda _: self._caption(), names=["tool", "erasing"])
+        self.painter.observe(self._guard(self._on_tool), names="tool")
         self.clear_button.on_click(self._guard(lambda _: self.clear(self.painter.tool)))
         self.clear_all_button.on_click(self._guard(lambda _: self.clear(None)))
         self.paste_again_button.on_click(self._guard(lambda _: self.paste_again()))
@@ -578,6 +579,29 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
         if event == "layer" and self.layer_choice and self.layer_choice != self.session.layer:
             self.layer_choice = self.session.layer  # set in code: still a layer, not auto
         self._mark(*_STALE[event])
+
+    def _on_tool(self, change: dict) -> None:
+        """Choosing paste: say so when nothing is copied yet; otherwise the copied object is
+        placed where the painter shows it (its own place), so what is seen is what Rewrite uses
+        — before, it looked placed but counted only once dragged."""
+        if change["new"] != "paste":
+            return
+        s, p = self.session, self.painter
+        with s.lock:
+            copy, paste = s.copy, s.paste
+        if copy is None:
+            self.messages.info("Paste: nothing is copied yet. Choose the copy tool (x) and paint "
+                               "the object on one sample, then pick the sample to paste on and "
+                               "drag the object into place.")
+            return
+        here = Sample(self.sample)
+        if p.paste_active or copy.sample == here or (paste is not None and paste.sample == here):
+            return
+        with p.hold_sync():
+            p.paste_offset, p.paste_active = [0, 0], True
+            p.stroke_count += 1  # as if dropped there: the session records the placement
+        self.messages.info(f"Paste: the copied object is placed on seed {self.sample} where it "
+                           "was copied from; drag it to move it.")
 
     def _on_stroke(self, tool: str) -> None:
         self.last_stroke_at = time.time()  # read by benchmarks/browser_latency.py
