@@ -932,6 +932,9 @@ def test_save_load_and_export(app, tiny_session, tmp_path):
     app.request_path.value = str(req)
     app.save_button.click()
     assert app.wait() and req.exists()
+    assert str(req.resolve()) in app.messages.last and "replaced" not in app.messages.last
+    app.save_button.click()  # saving again overwrites the file: said so
+    assert app.wait() and "replaced the file" in app.messages.last
     app.clear_all_button.click()
     assert app.wait() and not s.context
     app.load_button.click()
@@ -940,6 +943,7 @@ def test_save_load_and_export(app, tiny_session, tmp_path):
     assert app.tray.count == 2
     app.replay_button.click()
     assert app.wait(60) and len(s.history) == 1
+    assert f"as edit {s.history.label(s.history.entries[-1].edit)} " in app.messages.last
     app.weights_path.value = str(tmp_path / "w.safetensors")
     app.delta_path.value = str(tmp_path / "d.safetensors")
     app.export_weights_button.click()

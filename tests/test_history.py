@@ -97,3 +97,21 @@ def test_render_reuses_features_before_the_edited_layer(tiny_session):
     finally:
         handle.remove()
     assert calls == []  # main.4 runs before the edited main.9: not re-run
+
+
+def test_edits_are_numbered_per_session_and_a_new_edit_counts_the_redo_it_dropped():
+    from rewidget import RewriteSession
+
+    for _ in range(2):  # each session counts from 1, whatever ran before in this process
+        s = prepared(RewriteSession("tiny", stats_samples=400))
+        first = s.rewrite()
+        second = s.rewrite()
+        assert s.history.label(first) == "#1" and s.history.label(second) == "#2"
+        assert s.history.dropped_redo == 0
+        s.undo()
+        third = s.rewrite()  # drops the undone second edit
+        assert s.history.label(third) == "#3" and s.history.dropped_redo == 1
+        s.undo()
+        s.redo()  # redo keeps its number
+        assert s.history.label(s.history.entries[-1].edit) == "#3"
+        assert s.history.number(s.compute_edit()) == 0  # not installed: no number

@@ -72,8 +72,22 @@ class EditHistory:
         self._originals: dict[str, torch.Tensor] = {}  # the layers this history holds → W₀
         self.entries: list[Entry] = []  # applied, oldest first
         self.redo_stack: list[Entry] = []
+        self._numbers: dict[int, int] = {}  # edit id → its number in this history (1, 2, ...)
 
     # -- queries ------------------------------------------------------------------------
+    #: how many undone edits the last install dropped from the redo stack (the app says so)
+    dropped_redo: int = 0
+
+    def number(self, edit: Edit) -> int:
+        """The edit's number in this history: 1 for the first edit ever installed here, 2 for
+        the next, ... (edit ids count across the whole process; these are what users see)."""
+        return self._numbers.get(edit.id, 0)
+
+    def label(self, edit: Edit) -> str:
+        """"#n" for an edit installed here, else its process-wide id "id …"."""
+        n = self.number(edit)
+        return f"#{n}" if n else f"id {edit.id}"
+
     def __len__(self) -> int:
         return len(self.entries)
 
@@ -122,7 +136,11 @@ class EditHistory:
                 self._hold(layer)
             start = len(self.entries)
             self.entries.extend(new)
+            dropped = self.redo_stack[:]
             self.redo_stack.clear()
+            for entry in new:
+                self._numbers.setdefault(entry.edit.id, len(self._numbers) + 1)
+            self.dropped_redo = len(dropped)
             for layer in layers:
                 self._write(layer, weights[layer])
             return list(range(start, len(self.entries)))

@@ -20,6 +20,7 @@ import itertools
 import random
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import ipywidgets as w
@@ -76,6 +77,19 @@ _STALE = {
     "strength": ("grid", "painter", "tray", "history"),
     "grid": ("grid",),
 }
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).expanduser().is_file()
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+def _where(out, existed: bool) -> str:
+    """The full path written, and whether it replaced a file (saving overwrites)."""
+    full = Path(out).expanduser().resolve()
+    return f"{full}" + (" (it replaced the file that was there)" if existed else "")
 
 
 def _button(description: str, css: str, icon: str = "", tooltip: str = "", style: str = "",
@@ -480,8 +494,8 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
             if "before" in rep and "installed" in rep:
                 err = (f"; error on the goal {rep['before']['l1']:.3g} → "
                        f"{rep['installed']['l1']:.3g}")
-            self.messages.success(f"Edit #{edit.id} installed ({kind} @ {edit.layer}, rank "
-                                  f"{edit.rank}) in {secs:.2f} s{err}.")
+            self.messages.success(f"Edit {self._no(edit)} installed ({kind} @ {edit.layer}, rank "
+                                  f"{edit.rank}) in {secs:.2f} s{err}{self._dropped()}.")
 
         return self.tasks.run(title, job, done,
                               always=lambda: setattr(self.painter, "enabled", True))
@@ -513,8 +527,9 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
     def save_request(self, path: str) -> None:
         """Save the last edit's request (or the current selections) as JSON."""
         def job() -> None:
+            existed = _exists(path)
             out = self.session.save_request(path)
-            self.messages.success(f"Saved the edit request to {out}.")
+            self.messages.success(f"Saved the edit request to {_where(out, existed)}.")
         self._submit(job, "Saving the request")
 
     def load_request(self, path: str) -> None:
@@ -535,21 +550,24 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
                               lambda progress, cancel: s.replay(path, progress=progress,
                                                                 cancel=cancel),
                               lambda edit, secs: self.messages.success(
-                                  f"Replayed {path} as edit #{edit.id} in {secs:.2f} s."))
+                                  f"Replayed {path} as edit {self._no(edit)} in {secs:.2f} s"
+                                  f"{self._dropped()}."))
 
     def export_weights(self, path: str) -> None:
         """Write the edited model's full state_dict (safetensors)."""
         def job() -> None:
+            existed = _exists(path)
             out = self.session.export_weights(path)
-            self.messages.success(f"Exported the edited weights to {out}.")
+            self.messages.success(f"Exported the edited weights to {_where(out, existed)}.")
         self._submit(job, "Exporting weights")
 
     def export_delta(self, path: str) -> None:
         """Write only the low-rank factors of the applied edits (safetensors)."""
         def job() -> None:
+            existed = _exists(path)
             out = self.session.export_delta(path)
             self.messages.success(f"Exported {len(self.session.history)} edit(s) as a delta "
-                                  f"to {out}.")
+                                  f"to {_where(out, existed)}.")
         self._submit(job, "Exporting the delta")
 
     def load_delta(self, path: str) -> None:
@@ -692,6 +710,16 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
             self._mark("layers")
 
     # -- session mutations (light worker thread) -----------------------------------------------
+    def _no(self, edit) -> str:
+        """The edit's number as users see it ("#2": the second edit of this session)."""
+        return self.session.history.label(edit)
+
+    def _dropped(self) -> str:
+        """Said after an install that dropped edits Redo would have brought back."""
+        n = self.session.history.dropped_redo
+        return (f". It replaced {n} undone edit(s) that Redo would have brought back"
+                if n else "")
+
     def _submit(self, fn, doing: str) -> None:
         self.tasks.submit(fn, doing)
 
@@ -710,7 +738,9 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
             if edit is None:
                 self.messages.info(f"Nothing to {name}.")
             else:
-                self.messages.info(f"{name.capitalize()}: {edit.summary()}.")
+                self.messages.info(f"{name.capitalize()}: edit {self._no(edit)} "
+                                   f"({edit.request.kind if edit.request else 'loaded'} @ "
+                                   f"{edit.layer}, rank {edit.rank}).")
         self._submit(job, name.capitalize())
 
     def _set_context(self, seed: int, mask: np.ndarray | None) -> None:

@@ -157,10 +157,14 @@ class SuggestFlow:
         edit = self.session.commit(c, confirm=confirm, strength=strength)
         gate = " (confirmed despite a red meter)" if confirm else ""
         at = f" at strength {strength:.2f}" if strength != 1.0 else ""
-        panel.mark_committed(f"Committed {c.label()} as edit #{edit.id}{at}{gate}. Undo is "
+        no = self.session.history.label(edit)
+        panel.mark_committed(f"Committed {c.label()} as edit {no}{at}{gate}. Undo is "
                              "exact; change the selections and Suggest again for another edit.")
-        self.messages.success(f"Edit #{edit.id} installed ({edit.request.kind} @ {c.layer}, rank "
-                              f"{c.rank}, {c.rule}){how}{gate}.")
+        dropped = self.session.history.dropped_redo
+        lost = (f" It replaced {dropped} undone edit(s) that Redo would have brought back."
+                if dropped else "")
+        self.messages.success(f"Edit {no} installed ({edit.request.kind} @ {c.layer}, rank "
+                              f"{c.rank}, {c.rule}){how}{gate}.{lost}")
 
     def _rewrite_by_suggestion(self, kind: str) -> bool:
         """Rewrite / Erase when the layer or the rank is on auto."""

@@ -85,14 +85,15 @@ class _TextHistory(HistoryList):
         return img, label, slider
 
 
-def describe(edit: Any) -> str:
-    """One line for the history: subject → target @ layer."""
+def describe(edit: Any, history: Any = None) -> str:
+    """One line for the history: #n subject → target @ layer (n: its number in ``history``)."""
+    no = history.label(edit) if history is not None else f"id {edit.id}"
     req = edit.request
     if isinstance(req, FactRequest):
         f = req.facts[0]
         more = f" (+{len(req.facts) - 1} more facts)" if len(req.facts) > 1 else ""
-        return f"#{edit.id} {f.subject} → {f.target.strip()}{more} @ {edit.layer}"
-    return f"#{edit.id} loaded edit @ {edit.layer}"
+        return f"{no} {f.subject} → {f.target.strip()}{more} @ {edit.layer}"
+    return f"{no} loaded edit @ {edit.layer}"
 
 
 class TextRewriteApp(w.VBox):
@@ -381,7 +382,8 @@ class TextRewriteApp(w.VBox):
             edit, note = result
             p = [v.get("p_target") for v in edit.report.get("values", [])]
             reached = f"; p(target) when v* was found {p[0]:.2f}" if p and p[0] is not None else ""
-            self.messages.success(f"Edit #{edit.id} installed: {fact.subject} → "
+            self.messages.success(f"Edit {self.session.history.label(edit)} installed: "
+                                  f"{fact.subject} → "
                                   f"{fact.target.strip()} @ {edit.layer} in {secs:.2f} s"
                                   f"{reached}{note}.")
 
@@ -475,7 +477,8 @@ class TextRewriteApp(w.VBox):
 
         return self.tasks.run(f"Replaying {path}", job,
                               lambda edit, secs: self.messages.success(
-                                  f"Replayed {path} as edit #{edit.id} @ {edit.layer} in "
+                                  f"Replayed {path} as edit "
+                                  f"{self.session.history.label(edit)} @ {edit.layer} in "
                                   f"{secs:.2f} s."))
 
     def export_delta(self, path: str | None = None) -> None:
@@ -554,7 +557,8 @@ class TextRewriteApp(w.VBox):
             if edit is None:
                 self.messages.info(f"Nothing to {name}.")
             else:
-                self.messages.info(f"{name.capitalize()}: {describe(edit)}.")
+                self.messages.info(f"{name.capitalize()}: "
+                                   f"{describe(edit, self.session.history)}.")
         self.tasks.submit(job, name.capitalize())
 
     def _preload_statistics(self) -> bool:
@@ -597,9 +601,10 @@ class TextRewriteApp(w.VBox):
         with s.lock:
             applied = list(s.history.entries)
             undone = list(reversed(s.history.redo_stack))
-        rows = [HistoryRow(e.edit.id, describe(e.edit), e.edit.created, e.strength, True)
+        h = self.session.history
+        rows = [HistoryRow(e.edit.id, describe(e.edit, h), e.edit.created, e.strength, True)
                 for e in applied]
-        rows += [HistoryRow(e.edit.id, describe(e.edit), e.edit.created, e.strength, False)
+        rows += [HistoryRow(e.edit.id, describe(e.edit, h), e.edit.created, e.strength, False)
                  for e in undone]
         self.history.set_rows(rows)
 

@@ -232,7 +232,8 @@ class SessionView:
         req = e.request
         kind = req.kind if req else "loaded"
         solver = f" · {req.solver}" if req else ""
-        return HistoryRow(e.id, f"#{e.id} {kind} @ {e.layer} · rank {e.rank}{solver}", e.created,
+        no = self.session.history.label(e)
+        return HistoryRow(e.id, f"{no} {kind} @ {e.layer} · rank {e.rank}{solver}", e.created,
                           strength, active, self._thumbs.get(e.id))
 
     @staticmethod
