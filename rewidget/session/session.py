@@ -67,6 +67,7 @@ from ..core.serial import serial
 from ..core.solve import DEFAULT_OPTIONS, MIN_IMPROVEMENT, masked_errors
 from ..core.statistics import auto_samples, cached_second_moments
 from ..models import GeneratorAdapter, load
+from .bars import Bar
 from .suggest import (
     ITERATIVE_FINALISTS,
     OUTPUT_FINALISTS,
@@ -120,13 +121,15 @@ class RewriteSession:
                  layer: str | None = None, rank: int = 1, solver: str = "exact",
                  direction_rule: str = DEFAULT_RULE, protect: float = 0.0,
                  stats_samples: int | str = "auto", cache_dir: str | Path | None = None,
-                 grid: Sequence[int] = range(16)) -> None:
+                 grid: Sequence[int] = range(16), quiet: bool = False) -> None:
         if not isinstance(model, (str, GeneratorAdapter)) and not all(
                 hasattr(model, a) for a in ("latents", "layer_names", "layer", "keys")):
             raise RewriteError(f"{type(model).__name__} is not a model name or a generator.",
                                "pass a name such as 'dcgan-faces' or 'tiny', or a generator "
                                "from rewidget.models.load / from_module.")
         device = _check_device(device)
+        #: False: statistics collected without a progress callback draw a tqdm bar (bars.py)
+        self.quiet = bool(quiet)
         self.gen = load(model, device) if isinstance(model, str) else model
         self.fingerprint = self.gen.fingerprint()
         self.history = EditHistory(self.gen.layer)
@@ -433,7 +436,11 @@ class RewriteSession:
         missing = {layer: n for layer, n in counts.items()
                    if refresh or (layer, n) not in self._moments}
         if missing:
-            found = self._collect(missing, progress, cancel, refresh)
+            if progress is None and not self.quiet:  # headless: show where it is
+                with Bar(f"statistics ({', '.join(missing)})") as bar:
+                    found = self._collect(missing, bar, cancel, refresh)
+            else:
+                found = self._collect(missing, progress, cancel, refresh)
             for layer, c in found.items():
                 self._moments[(layer, missing[layer])] = c
                 self._inverses.pop((layer, missing[layer]), None)

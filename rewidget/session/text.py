@@ -54,6 +54,7 @@ from ..core.serial import serial
 from ..core.solve import masked_errors, solve_exact
 from ..core.statistics import STATS_SEED_BASE, cached_second_moments
 from ..core.targets import Target
+from .bars import Bar
 from .facts import FORMAT, Fact, FactRequest
 
 EVENTS = ("stats", "edit", "undo", "redo", "reset", "strength")
@@ -82,7 +83,10 @@ def weight_in(module: torch.nn.Module, weight: torch.Tensor) -> Iterator[None]:
 class TextRewriteSession:
     def __init__(self, model: Any = "smollm2", *, device=None, layer: str | None = None,
                  stats_samples: int | None = None, cache_dir: str | Path | None = None,
-                 ridge: float = 1e-3, direction_rule: str = "whitened") -> None:
+                 ridge: float = 1e-3, direction_rule: str = "whitened", quiet: bool = False
+                 ) -> None:
+        #: False: statistics collected without a progress callback draw a tqdm bar (bars.py)
+        self.quiet = bool(quiet)
         if isinstance(model, str):
             from ..models import load
             model = load(model, device)
@@ -294,11 +298,17 @@ class TextRewriteSession:
             self.gen.layer(layer)
         missing = {layer: n for layer in layers if (layer, n) not in self._moments}
         if missing:
+            bar = Bar(f"statistics ({', '.join(missing)})") \
+                if progress is None and not self.quiet else None
             with serial(), self.lock, self.history.original_weights():
                 fingerprint = self.gen.fingerprint(current=True)
-                found = cached_second_moments(self.gen, missing, fingerprint, self.cache_dir,
-                                              batch_size=STATS_BATCH, progress=progress,
-                                              cancel=cancel)
+                try:
+                    found = cached_second_moments(self.gen, missing, fingerprint, self.cache_dir,
+                                                  batch_size=STATS_BATCH,
+                                                  progress=bar or progress, cancel=cancel)
+                finally:
+                    if bar is not None:
+                        bar.close()
             for layer, c in found.items():
                 self._moments[(layer, n)] = c
                 self._emit("stats", layer=layer)
