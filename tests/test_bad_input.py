@@ -157,3 +157,27 @@ def test_singular_statistics_are_regularised_and_reported():
     assert torch.isfinite(inv.solve(torch.ones(1, 4))).all()
     with pytest.raises(RewriteError, match="NaN or Inf"):
         CovarianceInverse(torch.full((3, 3), float("nan"), dtype=torch.float64))
+
+
+def test_a_bfloat16_generator_edits_and_its_module_state_can_be_restored():
+    from torch import nn
+
+    from rewidget.models import from_module
+
+    net = nn.Sequential(nn.ConvTranspose2d(8, 16, 4, 1, 0), nn.ReLU(),
+                        nn.ConvTranspose2d(16, 3, 4, 2, 1), nn.Tanh()).to(torch.bfloat16)
+    net.train()
+    gen = from_module(net, (8, 1, 1))
+    assert not net.training and not any(p.requires_grad for p in net.parameters())
+    s = RewriteSession(gen, stats_samples=200, quiet=True)  # crashed: no numpy bfloat16
+    full = np.full((8, 8), 255, np.uint8)
+    s.add_context(0, full)
+    s.set_copy(1, full)
+    s.set_paste(0, (0, 0))
+    before = s.render().copy()
+    s.rewrite(s.request(layer="2", rank=1))
+    assert net[2].weight.dtype == torch.bfloat16 and not np.array_equal(before, s.render())
+    s.undo()
+    assert np.array_equal(before, s.render())
+    assert gen.restore_module() is net and net.training
+    assert all(p.requires_grad for p in net.parameters())

@@ -143,3 +143,9 @@ def read_safetensors(path: str | Path, max_bytes: int | None = None
                            "are read.", "check that it is the file you meant.")
     with safe_open(str(path), framework="pt") as f:
         return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+
+
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """The tensor's raw bytes in memory order, for any dtype (numpy has no bfloat16): the same
+    bytes as ``t.numpy().tobytes()`` where numpy has the dtype, so checksums stay as they were."""
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()

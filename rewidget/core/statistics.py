@@ -75,7 +75,7 @@ from .errors import CacheWarning, RewriteError
 from .memory import LinearMemory, memory_for
 from .progress import CancelToken, ProgressFn, check_cancel, report
 from .protocol import Generator
-from .safefiles import atomic_write, read_safetensors
+from .safefiles import atomic_write, read_safetensors, tensor_bytes
 from .serial import serial
 
 #: "2": files are keyed by the weights actually used for collection; a "1" file may have been
@@ -96,6 +96,20 @@ MAX_SAMPLES = 10_000
 PSD_TOLERANCE = 1e-5
 
 
+_FLOAT64: dict[str, bool] = {}
+
+
+def _float64_device(device: torch.device) -> torch.device:
+    """``device`` if it holds float64 tensors, else the CPU (Apple's MPS has no float64)."""
+    if device.type not in _FLOAT64:
+        try:
+            torch.zeros(1, dtype=torch.float64, device=device)
+            _FLOAT64[device.type] = True
+        except (TypeError, RuntimeError):
+            _FLOAT64[device.type] = False
+    return device if _FLOAT64[device.type] else torch.device("cpu")
+
+
 class SecondMoment:
     """Running uncentred second moment of row vectors; float64 accumulator."""
 
@@ -104,12 +118,17 @@ class SecondMoment:
         self.count = 0
 
     def add(self, rows: torch.Tensor) -> None:
-        """Add (n, C) rows. Partial Grams in the rows' dtype, summed in float64."""
+        """Add (n, C) rows. Partial Grams in the rows' dtype (float32 for 16-bit rows: a
+        bfloat16 Gram keeps 3 significant digits), summed in float64 — on the rows' device, or
+        on the CPU where the device has no float64 (Apple MPS)."""
         if self._sum is None:
             c = rows.shape[1]
-            self._sum = torch.zeros(c, c, dtype=torch.float64, device=rows.device)
+            self._sum = torch.zeros(c, c, dtype=torch.float64,
+                                    device=_float64_device(rows.device))
+        if rows.dtype not in (torch.float32, torch.float64):
+            rows = rows.float()
         for chunk in rows.split(_ROWS_PER_GRAM):
-            self._sum += (chunk.T @ chunk).to(torch.float64)
+            self._sum += (chunk.T @ chunk).to(self._sum.device, torch.float64)
         self.count += rows.shape[0]
 
     def moment(self) -> torch.Tensor:
@@ -258,7 +277,7 @@ def default_cache_dir() -> Path:
 
 
 def _checksum(t: torch.Tensor) -> str:
-    return hashlib.sha256(t.contiguous().cpu().numpy().tobytes()).hexdigest()
+    return hashlib.sha256(tensor_bytes(t)).hexdigest()
 
 
 def load_cached(path: Path, meta: dict[str, str], dim: int) -> tuple[torch.Tensor | None, str]:

@@ -53,7 +53,11 @@ def load(name: str, device: torch.device | str | None = None) -> GeneratorAdapte
 
 def from_module(module: torch.nn.Module, latent_shape, name: str = "custom", layers=None,
                 sampler=None, trunk=None, device=None) -> GeneratorAdapter:
-    """Wrap any generator: ``module(z)`` → images in [-1, 1]; layers named by module path."""
+    """Wrap any generator: ``module(z)`` → images in [-1, 1]; layers named by module path.
+
+    The module is switched to eval() with requires_grad off while rewidget holds it (dropout
+    or batch-norm updates would make renders differ); ``adapter.restore_module()`` puts the
+    training mode and the flags back. Any dtype works (float32, float16, bfloat16)."""
     return GeneratorAdapter(module, latent_shape, name=name, layers=layers, sampler=sampler,
                             trunk=trunk, device=device)
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..core.errors import RewriteError
+from ..core.safefiles import tensor_bytes
 
 EDITABLE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 
@@ -46,6 +47,9 @@ class GeneratorAdapter:
                  sampler: Callable[[int], torch.Tensor] | None = None,
                  device: torch.device | str | None = None, image_size: int | None = None) -> None:
         self.name = name
+        # editing is inference: the module goes to eval() with gradients off (dropout and batch
+        # statistics would make every render differ); restore_module() puts both back
+        self._was = (module.training, {n: p.requires_grad for n, p in module.named_parameters()})
         self.module = module.eval().requires_grad_(False)
         if device is not None:
             self.module.to(device)
@@ -123,6 +127,15 @@ class GeneratorAdapter:
         finally:
             handle.remove()
         return captured["k"]
+
+    def restore_module(self) -> nn.Module:
+        """Put the wrapped module's training mode and requires_grad flags back as they were
+        when it was wrapped (its weights keep any installed edits), and return it."""
+        training, grads = self._was
+        self.module.train(training)
+        for n, p in self.module.named_parameters():
+            p.requires_grad_(grads.get(n, p.requires_grad))
+        return self.module
 
     def forward_from(self, name: str, keys: torch.Tensor, z: torch.Tensor | None = None,
                      weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -218,7 +231,7 @@ class GeneratorAdapter:
             for k, v in self.module.state_dict().items():
                 h.update(k.encode())
                 h.update(str(tuple(v.shape)).encode())
-                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+                h.update(tensor_bytes(v))
             if current:
                 return h.hexdigest()
             self._fingerprint = h.hexdigest()

@@ -33,6 +33,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import nn
 
 from ..core.errors import RewriteError
+from ..core.safefiles import tensor_bytes
 from ..core.statistics import STATS_SEED_BASE
 from .llama import KVCache, Llama, LlamaConfig
 
@@ -124,7 +125,7 @@ class TextModel:
                 if v.data_ptr() in seen:  # tied output head: the embedding, already hashed
                     continue
                 seen.add(v.data_ptr())
-                h.update(v.detach().cpu().contiguous().numpy().tobytes())
+                h.update(tensor_bytes(v))
             if current:
                 return h.hexdigest()
             self._fingerprint = h.hexdigest()
