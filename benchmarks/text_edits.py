@@ -445,6 +445,7 @@ GRID = [
     ("essence_tokens 0", {"value_options": {"essence_tokens": 0}}),
     ("+ subject-first phrasing", {"subject_first": True}),
     ("key_mode wide", {"key_mode": "wide"}),
+    ("key_mode wide + opening", {"key_mode": "wide", "value_options": {"opening": 1}}),
 ]
 GRID_DEFAULT = ("defaults", "steps 40", "kl 1", "clamp 1", "ridge 1e-1", "prefixes: '' only")
 

@@ -45,8 +45,10 @@ KEY_MODES = ("split", "mean", "wide")
 #: how v* is found (text.py: TextRewriteSession.value_shift), with ROME's defaults where they
 #: exist: 20 Adam steps on δ, KL weight 0.0625, weight decay 0.5 on ‖δ‖²/‖v‖², ‖δ‖ ≤ 4‖v‖;
 #: the KL covers each essence prompt's next token and the model's own next essence_tokens
+#: opening 1 (key_mode "wide" only): the search also rewrites the prompt after the subject
+#: opening a text (text.WIDE_OPENING), so δ at a first token carries the new object too
 VALUE_OPTIONS = {"steps": 20, "lr": 0.5, "kl": 0.0625, "decay": 0.5, "clamp": 4.0,
-                 "stop_loss": 0.05, "essence_tokens": 6}
+                 "stop_loss": 0.05, "essence_tokens": 6, "opening": 0}
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ def _number(value: Any, name: str, low: float, high: float, integer: bool = Fals
 #: typo (steps=10**9) cannot make one edit run for hours
 _VALUE_BOUNDS = {"steps": (1, 500, True), "lr": (1e-5, 10.0, False), "kl": (0.0, 100.0, False),
                  "decay": (0.0, 100.0, False), "clamp": (0.01, 100.0, False),
-                 "stop_loss": (0.0, 10.0, False), "essence_tokens": (0, 32, True)}
+                 "stop_loss": (0.0, 10.0, False), "essence_tokens": (0, 32, True),
+                 "opening": (0, 1, True)}
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,9 @@ from ..core.targets import Target
 from .bars import Bar
 from .facts import FORMAT, Fact, FactRequest
 
+#: key_mode "wide": the v* search also rewrites this text, the subject opening it
+WIDE_OPENING = "{subject}. {prompt}"
+
 EVENTS = ("stats", "edit", "undo", "redo", "reset", "strength")
 #: statistics chunks (of the model's STATS_TOKENS tokens each) C is collected over by default;
 #: see benchmarks/text_statistics.py for how the edit depends on it
@@ -378,6 +381,15 @@ class TextRewriteSession:
         rows, pos, starts = [], [], []
         for prefix in request.prefixes:
             ids, p = self._subject_position(prefix + fact.prompt, len(prefix) + fact.subject_end)
+            rows.append(ids + target)
+            pos.append(p)
+            starts.append(len(ids))
+        if request.key_mode == "wide" and opts["opening"] and not fact.opens_with_subject:
+            # the subject opening the text, the prompt after it ("France. The capital of France
+            # is"): δ at the first mention must carry the new object to the end, as it must in
+            # a paraphrase that opens with the subject
+            text = WIDE_OPENING.format(subject=fact.subject, prompt=fact.prompt)
+            ids, p = self._subject_position(text, len(fact.subject))
             rows.append(ids + target)
             pos.append(p)
             starts.append(len(ids))
