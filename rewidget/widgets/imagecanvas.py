@@ -5,7 +5,10 @@
     c.on_click(lambda x, y: print(x, y))      # image pixel coordinates of a mouse press
 
 ipycanvas drawings are messages, not state: a reopened notebook or a second view starts blank.
-The last image is kept (as PNG bytes) and re-sent on ``on_client_ready``. Drawing goes through
+The last image is kept (as PNG bytes) and re-sent on ``on_client_ready``. It is also stored in
+the canvas's ``image_data`` state (which ipycanvas draws when a view is created), a second
+after the last change so live updates do not carry it twice: a saved notebook, an nbconvert
+HTML export or nbviewer shows the last picture instead of a blank canvas. Drawing goes through
 one lock because ``hold_canvas`` batches through a process-wide manager and the app draws from
 worker threads.
 """
@@ -23,6 +26,8 @@ from ipywidgets import CallbackDispatcher
 from .pixels import png, to_rgba
 
 DRAW_LOCK = threading.RLock()
+#: seconds after the last change before the picture is written into the widget state
+STATE_DELAY = 1.0
 
 try:  # put pre-encoded PNG bytes (fast, level 1); fall back to the public call if this moves
     from ipycanvas.canvas import COMMANDS as _COMMANDS
@@ -41,6 +46,7 @@ class ImageCanvas(Canvas):
         self._rgba: np.ndarray | None = None
         self._png: bytes = b""
         self._clicks = CallbackDispatcher()
+        self._store_timer: threading.Timer | None = None
         self.on_client_ready(self._redraw)
         self.on_mouse_down(self._on_down)
 
@@ -63,6 +69,22 @@ class ImageCanvas(Canvas):
                     self.layout.width, self.layout.height = f"{w}px", f"{h}px"
                     self.layout.min_width = f"{w}px"
             self._redraw()
+            if self._store_timer is not None:
+                self._store_timer.cancel()
+            self._store_timer = threading.Timer(STATE_DELAY, self._store)
+            self._store_timer.daemon = True
+            self._store_timer.start()
+
+    def _store(self) -> None:
+        """Write the current picture into the saved widget state (static exports show it)."""
+        with DRAW_LOCK:
+            if self._png and self.comm is not None:
+                self.set_trait("image_data", self._png)
+
+    def close(self) -> None:
+        if self._store_timer is not None:
+            self._store_timer.cancel()
+        super().close()
 
     def _redraw(self, *_: Any) -> None:
         with DRAW_LOCK:
