@@ -231,6 +231,13 @@ def test_copy_sets_the_patch_and_paste_sets_the_offset(app, tiny_session):
     assert app.painter.paste_active and app.painter.paste_offset == [3, -4]
 
 
+def test_the_top_strength_slider_says_it_scales_the_next_edit(app):
+    app.strength.value = 0.5
+    assert "applies to the next Rewrite" in app.messages.last
+    assert "next Rewrite" in app.strength.tooltip
+    app.strength.value = 1.0
+
+
 def test_choosing_paste_says_what_is_missing_or_places_the_copy_as_shown(app, tiny_session):
     s = tiny_session
     app.select(3)
@@ -872,6 +879,10 @@ def test_context_match_overlay_and_search(app, tiny_session):
     assert [x.seed for x in s.grid] == [seed for seed, _ in top]
     assert app.messages.kind == "success" and "best matches" in app.messages.last
     assert app.grid.show_match
+    # the context's own sample matches by construction: left out, unless asked for
+    own = s.context[0].sample.seed
+    assert own not in [seed for seed, _ in top] and "left out" in app.messages.last
+    assert own in [seed for seed, _ in s.search(pool=app.pool, top=3, include_context=True)]
 
 
 def test_new_batch_and_typed_seeds(app, tiny_session):

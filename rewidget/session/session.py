@@ -744,9 +744,11 @@ class RewriteSession:
             return match_map(mem, keys, d) / level
 
     def search(self, pool: int | Sequence[int] = 1000, top: int = 12,
-               progress: ProgressFn | None = None, cancel: CancelToken | None = None
-               ) -> list[tuple[int, float]]:
-        """Rank pool samples by their strongest context match: [(seed, score), ...] best first."""
+               progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+               include_context: bool = False) -> list[tuple[int, float]]:
+        """Rank pool samples by their strongest context match: [(seed, score), ...] best first.
+        The context's own samples are left out (they match by construction) unless
+        ``include_context``."""
         fix = f"pass pool=N (1 to {MAX_POOL:,}) for seeds 0..N-1, or a list of seeds."
         if isinstance(pool, (int, np.integer)) and not isinstance(pool, (bool, np.bool_)):
             seeds = list(range(check_int(pool, "the search pool", 1, MAX_POOL, fix)))
@@ -777,8 +779,11 @@ class RewriteSession:
             self._pool[key] = torch.cat(chunks)
         with torch.no_grad():
             scores = match_map(mem, self._pool[key], d).flatten(1).amax(1) / level
-        order = torch.argsort(scores, descending=True)[:top]
-        return [(seeds[i], float(scores[i])) for i in order.tolist()]
+        with self.lock:
+            own = set() if include_context else {c.sample.seed for c in self.context}
+        order = [i for i in torch.argsort(scores, descending=True).tolist()
+                 if seeds[i] not in own][:top]
+        return [(seeds[i], float(scores[i])) for i in order]
 
     # -- layer inspection -----------------------------------------------------------------------
     def channel_heatmaps(self, sample, mask, layers: Sequence[str] | None = None, top: int = 4

@@ -179,7 +179,10 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
         self.strength = w.FloatSlider(value=1.0, min=0.0, max=1.0, step=0.05,
                                       description="Strength", continuous_update=False,
                                       readout_format=".2f", layout=w.Layout(width="250px"),
-                                      style={"description_width": "58px"})
+                                      style={"description_width": "58px"},
+                                      tooltip="How strongly the next Rewrite or Commit is "
+                                              "installed (1 = the full edit); installed edits "
+                                              "have their own slider in the history")
         self.protect = w.Checkbox(value=s.protect > 0, description="auto-protect", indent=False,
                                   tooltip="Keep the edit away from keys sampled where the context "
                                           "does not fire (protects 90% of their energy)",
@@ -343,6 +346,7 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
         self.suggestions.on_commit(self._guard(lambda: self._clicked() or self.commit()))
         self.suggestions.on_discard(self._guard(lambda: self.discard()))
         self.solver.observe(self._guard(self._on_solver), names="value")
+        self.strength.observe(self._guard(self._on_next_strength), names="value")
         self.rewrite_button.on_click(self._guard(lambda _: self._clicked() or self.rewrite()))
         self.erase_button.on_click(self._guard(lambda _: self._clicked() or self.erase()))
         self.undo_button.on_click(self._guard(lambda _: self.undo()))
@@ -453,8 +457,10 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
             s.set_grid([seed for seed, _ in result])
             self.grid.show_match = True
             best = ", ".join(f"{seed} ({score:.2f})" for seed, score in result[:4])
-            self.messages.success(f"Searched {pool:,} samples in {secs:.1f} s; best matches: "
-                                  f"{best} …")
+            n = len({c.sample.seed for c in s.context})
+            left = f" (the {n} context sample(s) left out)" if n else ""
+            self.messages.success(f"Searched {pool:,} samples in {secs:.1f} s{left}; best "
+                                  f"matches: {best} …")
 
         self.tasks.run(f"Searching {pool:,} samples for the context", job, done)
 
@@ -693,6 +699,15 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
     def _on_solver(self, change: dict) -> None:
         self.session.solver = change["new"]
         self._mark("status")
+
+    def _on_next_strength(self, change: dict) -> None:
+        """The top slider scales the next edit, not the ones installed: say so where it is
+        moved (it changed nothing visible and said nothing)."""
+        n = len(self.session.history)
+        installed = (f" The {n} installed edit(s) keep theirs: use the slider on each in the "
+                     "history below." if n else "")
+        self.messages.info(f"Strength {change['new']:.2f} applies to the next Rewrite or "
+                           f"Commit.{installed}")
 
     def _on_strength(self, index: int, value: float) -> None:
         self._submit(lambda: self.session.set_strength(index, value), "Changing the strength")
