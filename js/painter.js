@@ -35,7 +35,7 @@ function render({ model, el }) {
   cursor.style.cssText = "position:absolute;display:none;pointer-events:none;border-radius:50%;" +
     "box-sizing:border-box;box-shadow:0 0 0 1px rgba(0,0,0,.7)";
   const bar = document.createElement("div");
-  bar.style.cssText = "display:flex;justify-content:space-between;font:12px sans-serif;line-height:18px;color:#555";
+  bar.style.cssText = "display:flex;justify-content:space-between;font:12px sans-serif;line-height:18px;color:var(--jp-ui-font-color2, #555)";
   const status = document.createElement("span");
   status.className = "rewidget-painter-status";
   const help = document.createElement("span");

@@ -154,11 +154,11 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
     def _build(self, columns: int, grid_scale: int, painter_scale: int) -> None:
         s = self.session
         self.title = w.HTML(
-            f"<b style='font-size:15px'>rewidget</b> <span style='color:#555'>— rewrite a rule "
+            f"<b style='font-size:15px'>rewidget</b> <span style='color:var(--jp-ui-font-color2,#555)'>— rewrite a rule "
             f"of <b>{html.escape(str(s.gen.name))}</b> ({self._size}×{self._size})</span>")
         self.help = w.HTML(f"<span class='rewidget-help' title='{_attr(HELP)}' style='cursor:help;"
                            "border:1px solid #999;border-radius:9px;padding:0 7px;margin-left:8px;"
-                           "color:#555'>? help &amp; shortcuts</span>")
+                           "color:var(--jp-ui-font-color2,#555)'>? help &amp; shortcuts</span>")
         # rewrite controls
         self.inspector = LayerInspector()
         self.rank = w.Dropdown(options=[("auto", 0)] + [(str(r), r) for r in range(1, 33)],
@@ -211,7 +211,7 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
             tooltips=["c: paint where the rule applies", "x: paint the object to copy",
                       "v: drag the copied object into place",
                       "k: paint what the edit must not change"],
-            style={"button_width": "72px"})
+            style={"button_width": "84px"})  # 72 px cut "context" to "cont…"
         self.tool.add_class("rewidget-tool")
         self.brush = w.IntSlider(value=self.painter.brush_size, min=1, max=64,
                                  description="Brush", layout=w.Layout(width="186px"),

@@ -161,7 +161,7 @@ class SampleGrid(w.VBox):
         if self._edited is None:
             return None
         tile, cell, rows, width, height = self._geometry()
-        out = px.canvas(height, width)
+        out = px.canvas(height, width, alpha=0)  # the gaps show the theme's background
         show_original = self.view == "original" and self._original is not None
         preview = bool(self.preview)
         for i, label in enumerate(self._labels):
@@ -186,8 +186,9 @@ class SampleGrid(w.VBox):
                                  bg=bg, size=10)
             px.draw_text(out, label, (x + 4, y + tile - 15), size=11)
             tx = (x - tile - 2 if self.compare else x) + 3
+            ty = y + 3 + (15 if self.compare else 0)  # side by side: below the before badge
             for text, rgb in self._tags[i] if i < len(self._tags) else []:
-                px.draw_text(out, text, (tx + 1, y + 3), rgb=(0, 0, 0), bg=rgb, size=10)
+                px.draw_text(out, text, (tx + 1, ty), rgb=(0, 0, 0), bg=rgb, size=10)
                 tx += px.text_width(text, 10) + 7
             if i == self.selected:
                 left = x - tile - 2 if self.compare else x
@@ -220,7 +221,7 @@ class SampleGrid(w.VBox):
             note = (f"<b class='rewidget-preview-note' style='color:#c85500'>PREVIEW of "
                     f"{html.escape(self.preview)} — not committed.</b> Commit installs it, "
                     "Discard shows the model again.<br>")
-        self.caption.value = (f"<span style='font-size:12px;color:#666'>{note}Showing: {mode}"
+        self.caption.value = (f"<span style='font-size:12px;color:var(--jp-ui-font-color2,#666)'>{note}Showing: {mode}"
                               f"{match}. Click a sample to paint on it.</span>")
 
     # -- events ----------------------------------------------------------------------------------

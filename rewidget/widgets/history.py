@@ -58,7 +58,7 @@ class HistoryList(w.VBox):
     def set_rows(self, rows: Sequence[HistoryRow]) -> None:
         applied = [r for r in rows if r.active]
         self.applied, self.undone = len(applied), len(rows) - len(applied)
-        self.header.value = ("<b>History</b> <span style='color:#666;font-size:12px'>"
+        self.header.value = ("<b>History</b> <span style='color:var(--jp-ui-font-color2,#666);font-size:12px'>"
                              + (f"{self.applied} applied" + (f", {self.undone} undone (Redo "
                                 "brings them back)" if self.undone else "")
                                 + " — the strength slider scales one edit (0 switches it off)"
@@ -74,7 +74,7 @@ class HistoryList(w.VBox):
                 with slider.hold_sync():
                     slider.value = row.strength
                     slider.disabled = not row.active
-                style = "" if row.active else "color:#999;text-decoration:line-through;"
+                style = "" if row.active else "color:var(--jp-ui-font-color3,#999);text-decoration:line-through;"
                 label.value = (f"<span style='font-size:12px;{style}'>{html.escape(row.text)} · "
                                f"{time.strftime('%H:%M:%S', time.localtime(row.when))}"
                                f"{'' if row.active else ' (undone)'}</span>")

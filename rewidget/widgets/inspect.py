@@ -117,7 +117,7 @@ class LayerInspector(w.VBox):
         self._rows = list(self._heat)
         self._sizes = sizes or {}
         if image is None or not heat:
-            self.caption.value = ("<span style='color:#666;font-size:12px'>Paint a region (context "
+            self.caption.value = ("<span style='color:var(--jp-ui-font-color2,#666);font-size:12px'>Paint a region (context "
                                   "or copy) on the painter's sample to see which channels of "
                                   "each layer respond to it.</span>")
         else:

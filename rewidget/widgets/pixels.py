@@ -91,10 +91,12 @@ def mask_tint(img: np.ndarray, mask: np.ndarray | None, rgb: tuple[int, int, int
     return overlay(img, m, rgb, opacity)
 
 
-def canvas(height: int, width: int, rgb: tuple[int, int, int] = BACKGROUND_RGB) -> np.ndarray:
+def canvas(height: int, width: int, rgb: tuple[int, int, int] = BACKGROUND_RGB,
+           alpha: int = 255) -> np.ndarray:
+    """An RGBA picture filled with ``rgb``; alpha 0 lets the page (its theme) show through."""
     out = np.empty((height, width, 4), np.uint8)
     out[..., :3] = rgb
-    out[..., 3] = 255
+    out[..., 3] = alpha
     return out
 
 

@@ -56,7 +56,7 @@ def dot(level: str, title: str = "", size: int = 10) -> str:
 def meter_dots(c: Candidate) -> str:
     """Three dots with a letter each (E, C, R); hovering one shows its why."""
     return "".join(f"{dot(c.meters[m].level, f'{m} {c.meters[m].level}: {c.meters[m].why}')}"
-                   f"<span style='font-size:10px;color:#777;margin-right:3px'>{m[0].upper()}</span>"
+                   f"<span style='font-size:10px;color:var(--jp-ui-font-color2,#777);margin-right:3px'>{m[0].upper()}</span>"
                    for m in METERS)
 
 
@@ -189,7 +189,7 @@ class SuggestionPanel(w.VBox):
         sug, ready = self.suggestion, self.state == "ready"
         usable = ready and not self.busy
         if sug is None or self.state == "empty":
-            self.title.value = ("<div style='font-size:12px;color:#555;max-width:460px'>"
+            self.title.value = ("<div style='font-size:12px;color:var(--jp-ui-font-color2,#555);max-width:460px'>"
                                 "<b>Suggest</b> solves your selections at every layer × rank × "
                                 "direction rule, scores each on held-out samples and previews "
                                 "the best here before anything is installed.</div>")
@@ -217,7 +217,7 @@ class SuggestionPanel(w.VBox):
                           f"{'' if ready else 'opacity:.5;'}' title='★ best score · front: on "
                           "the Pareto front of effect, collateral and realism'>"
                           f"{meter_dots(c)} score {c.score:+.3f}"
-                          f"<span style='color:#777'>{tags}</span></span>")
+                          f"<span style='color:var(--jp-ui-font-color2,#777)'>{tags}</span></span>")
         c = self.candidate
         detail = ""
         if c is not None and ready:

@@ -114,7 +114,7 @@ class TaskRunner(w.HBox):
         self.bar.value = min(1.0, max(0.0, frac))
         what = f"{message}: " if message else ""
         self.label.value = (f"{_esc(self.title)} — {_esc(what)}{done:,}/{total:,} "
-                            f"<span style='color:#888'>({secs:.1f} s)</span>")
+                            f"<span style='color:var(--jp-ui-font-color3,#888)'>({secs:.1f} s)</span>")
 
     def _heavy_loop(self) -> None:
         first = True  # run() already started the first task (busy at once, for the buttons)

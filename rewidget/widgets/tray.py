@@ -58,7 +58,7 @@ class ContextTray(w.VBox):
                 f"{'s' if kept != 1 else ''}</b> (violet) — what the edit must leave alone."
                 if kept else "")
         self.title.value = (
-            "<b>Context tray</b> <span style='color:#666;font-size:12px'>"
+            "<b>Context tray</b> <span style='color:var(--jp-ui-font-color2,#666);font-size:12px'>"
             + (f"{n} sample{'s' if n != 1 else ''} — where the rule applies. Context strokes "
                "are added automatically, one entry per sample; click a thumbnail to remove it."
                if n else "empty — paint with the context tool (c) on a sample: each painted "

@@ -82,6 +82,15 @@ class SessionView:
             self._remember(key, img)
         return self._images[key]
 
+    def _original_image(self, sample: Sample) -> np.ndarray:
+        """(S, S, 3) uint8 of one sample from the original weights, cached."""
+        key = (sample, "original")
+        if key not in self._images:
+            with self.session.lock:
+                img = self.session.render([sample], original=True)[0]
+            self._remember(key, img)
+        return self._images[key]
+
     def _remember(self, key: tuple, img: np.ndarray) -> None:
         if len(self._images) > 512:
             self._images.clear()
@@ -207,9 +216,10 @@ class SessionView:
         with s.lock:
             ctx, keep = list(s.context), list(s.keep)
         sample = Sample(self.sample)
-        entries = [(self._image(c.sample), c.mask, c.sample.label()) for c in ctx]
-        entries += [(self._image(k.sample), k.mask, f"keep {k.sample.label()}", px.KEEP_RGB)
-                    for k in keep]
+        # the samples as they were painted on (the original model), not as edits redraw them
+        entries = [(self._original_image(c.sample), c.mask, c.sample.label()) for c in ctx]
+        entries += [(self._original_image(k.sample), k.mask, f"keep {k.sample.label()}",
+                     px.KEEP_RGB) for k in keep]
         current = next((i for i, c in enumerate(ctx) if c.sample == sample), -1)
         self.tray.set_entries(entries, current)
 
@@ -327,7 +337,7 @@ class SessionView:
             step = ("compare <b>Edited / Original</b> or <b>Side by side</b>; <b>Undo</b> is "
                     "exact. Change the selections and <b>Suggest</b> again for another edit.")
         self.status.value = (f"<div style='font-size:12px;line-height:18px'>{' · '.join(parts)}"
-                             f"<br><span style='color:#444'>Next: {step}</span></div>")
+                             f"<br><span style='color:var(--jp-ui-font-color1,#444)'>Next: {step}</span></div>")
 
 
 def _area(mask: np.ndarray) -> int:
