@@ -43,6 +43,23 @@ from .textapp import TextRewriteApp, is_text_session
 from .tray import ContextTray
 from .view import SessionView
 
+#: colours that must read on JupyterLab's light and dark backgrounds (WCAG AA, 4.5:1; tested in
+#: the browser): JupyterLab marks the theme on <body data-jp-theme-light="true|false">
+APP_CSS = """<style>
+.rewidget-app .rw-context { color: #007a7a; }
+.rewidget-app .rw-copy { color: #a3008c; }
+.rewidget-app .rw-paste { color: #2e6b12; }
+.rewidget-app .rw-good { color: #1e6b30; }
+.rewidget-app .rw-warn { color: #7a5200; }
+.rewidget-app .widget-button.mod-info { background-color: #1565c0; color: #fff; }
+.rewidget-app .widget-button.mod-success { background-color: #2e7d32; color: #fff; }
+body[data-jp-theme-light="false"] .rewidget-app .rw-context { color: #3fd6d6; }
+body[data-jp-theme-light="false"] .rewidget-app .rw-copy { color: #f07ae0; }
+body[data-jp-theme-light="false"] .rewidget-app .rw-paste { color: #7fd65a; }
+body[data-jp-theme-light="false"] .rewidget-app .rw-good { color: #7fd68f; }
+body[data-jp-theme-light="false"] .rewidget-app .rw-warn { color: #f0c060; }
+</style>"""
+
 HELP = """How to rewrite a rule
 1. Context (c): paint where the rule should apply, on one or more samples.
    Each painted sample joins the context tray (click a thumbnail to remove it).
@@ -303,7 +320,8 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
         self.more.set_title(0, "Layers and heatmaps: which channels respond to the painted "
                                "region; the suggestion per layer")
         self.more.set_title(1, "Save, load and export")
-        return [w.HBox([self.title, self.help], layout=w.Layout(align_items="center")),
+        return [w.HTML(APP_CSS),
+                w.HBox([self.title, self.help], layout=w.Layout(align_items="center")),
                 controls, self.tasks, self.messages,
                 w.HBox([self.status, self.clear_all_button],
                        layout=w.Layout(align_items="center", justify_content="space-between")),

@@ -107,6 +107,6 @@ class MessageArea(w.VBox):
             rows.append(f"<div class='rewidget-msg rewidget-msg-{kind}' style='{fade}color:{fg};"
                         f"background:{bg};border-left:3px solid {fg};padding:2px 8px;"
                         f"margin:1px 0;font-size:12px;line-height:16px'>{icon} "
-                        f"<span style='color:#888'>{stamp}</span> {body}</div>")
+                        f"<span style='color:#5f5f5f'>{stamp}</span> {body}</div>")
         self._html.value = "".join(rows)
         self._clear.layout.visibility = "visible" if rows else "hidden"

@@ -233,8 +233,8 @@ class SuggestionPanel(w.VBox):
                            "Click <b>Commit anyway?</b> to install it regardless, or pick "
                            "another candidate.</div>")
         if self._note:
-            colour = "#1e6b30" if self.state == "committed" else "#7a5200"
-            detail += (f"<div class='rewidget-suggest-note' style='font-size:12px;color:{colour};"
+            tone = "rw-good" if self.state == "committed" else "rw-warn"
+            detail += (f"<div class='rewidget-suggest-note {tone}' style='font-size:12px;"
                        f"max-width:460px'>{self._note}</div>")
         self.detail.value = detail
         with self.commit_button.hold_sync():

@@ -281,21 +281,21 @@ class SessionView:
         parts = []
         if ctx:
             areas = ", ".join(f"{c.sample.label()}: {_area(c.mask)} px" for c in ctx)
-            parts.append(f"<b style='color:#0aa'>Context</b> {len(ctx)} sample"
+            parts.append(f"<b class='rw-context'>Context</b> {len(ctx)} sample"
                          f"{'s' if len(ctx) != 1 else ''} ({areas})")
         else:
-            parts.append("<b style='color:#0aa'>Context</b> none")
-        parts.append(f"<b style='color:#c0a'>Copy</b> {s.copy.sample.label()} "
+            parts.append("<b class='rw-context'>Context</b> none")
+        parts.append(f"<b class='rw-copy'>Copy</b> {s.copy.sample.label()} "
                      f"({_area(s.copy.mask)} px)" if s.copy else
-                     "<b style='color:#c0a'>Copy</b> none")
+                     "<b class='rw-copy'>Copy</b> none")
         kept = len(s.more_pastes)
         also = f" + {kept} kept" if kept else ""
         if s.paste:
             dx, dy = s.paste.offset
-            parts.append(f"<b style='color:#5a2'>Paste</b> {s.paste.sample.label()} at "
+            parts.append(f"<b class='rw-paste'>Paste</b> {s.paste.sample.label()} at "
                          f"({dx:+.0f}, {dy:+.0f}){also}")
         else:
-            parts.append(f"<b style='color:#5a2'>Paste</b> {f'{kept} kept' if kept else 'none'}")
+            parts.append(f"<b class='rw-paste'>Paste</b> {f'{kept} kept' if kept else 'none'}")
         if s.keep or s.protect:
             keep = f"{len(s.keep)} sample{'s' if len(s.keep) != 1 else ''}" if s.keep else ""
             auto = f"auto-protect {s.protect:.0%}" if s.protect else ""

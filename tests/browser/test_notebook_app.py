@@ -72,9 +72,16 @@ def button(page, css: str):
 
 
 def tool(page, name: str) -> None:
-    b = page.locator(".rewidget-tool button", has_text=name).first
-    b.scroll_into_view_if_needed()
-    b.click()
+    for attempt in range(3):  # the buttons are redrawn when the tool changes: find them again
+        try:
+            b = page.locator(".rewidget-tool button", has_text=name).first
+            b.scroll_into_view_if_needed()
+            b.click()
+            return
+        except Exception:  # playwright's Error: "Element is not attached to the DOM"
+            if attempt == 2:
+                raise
+            time.sleep(0.3)
 
 
 def grid_tile_fraction(stats: dict, index: int, columns: int = 4, tile: int = 128,
@@ -457,3 +464,36 @@ def test_renders_in_notebook7(notebook7, page, page_errors):
     finally:
         kc.stop_channels()
     assert page_errors == [], "\n".join(page_errors + lab.log_lines("403", "WARNING", "ERROR"))
+
+
+CONTRAST_JS = """() => {
+  const parse = (c) => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
+    const p = m[1].split(',').map(Number); return {r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1}; };
+  const lum = ({r, g, b}) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+  const bgOf = (el) => { for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor);
+    if (c && c.a > 0.5) return c; } return parse(getComputedStyle(document.body).backgroundColor) || {r: 255, g: 255, b: 255}; };
+  const out = [];
+  for (const el of document.querySelectorAll('.rewidget-app *')) {
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own || el.offsetParent === null) continue;
+    const st = getComputedStyle(el); const fg = parse(st.color); if (!fg) continue;
+    const op = parseFloat(st.opacity); if (op < 0.9) continue;  // faded older messages
+    const l1 = lum(fg), l2 = lum(bgOf(el));
+    const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+    if (ratio < 4.5) out.push(`${ratio.toFixed(2)} ${el.tagName}.${el.className} ${st.color} "${el.textContent.trim().slice(0, 40)}"`);
+  }
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("theme", ["JupyterLab Dark", "JupyterLab Light"])
+def test_app_text_is_legible_in_both_themes(nb, theme):
+    page = nb.page
+    page.evaluate(f"() => window.jupyterapp.commands.execute('apputils:change-theme', "
+                  f"{{theme: '{theme}'}})")
+    page.wait_for_function(f"() => document.body.dataset.jpThemeName === '{theme}'",
+                           timeout=20_000)
+    time.sleep(1.0)
+    low = page.evaluate(CONTRAST_JS)
+    assert low == [], "text under WCAG AA contrast (4.5:1):\n" + "\n".join(low)
