@@ -222,3 +222,32 @@ def test_suggest_installs_nothing_and_ranks(s):
     assert same(w, weights(s))
     assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
     assert {r["layer"] for r in rows} == {"layers.0.mlp.down_proj", "layers.2.mlp.down_proj"}
+
+
+def test_the_value_search_resumes_after_the_edited_block_with_the_same_result(s, monkeypatch):
+    """At an MLP down-projection the blocks before it run once and each step resumes after it;
+    the δ found is the one the full forward with a hook finds."""
+    req = quick(s)
+    fact = req.facts[0]
+    assert s.gen.block_after(req.layer) == int(req.layer.split(".")[1]) + 1
+    assert s.gen.block_after("layers.1.self_attn.o_proj") is None
+    fast, rep_fast = s.value_shift(req, fact)
+    monkeypatch.setattr(s.gen, "block_after", lambda name: None)
+    slow, rep_slow = s.value_shift(req, fact)
+    assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-5 * float(slow.norm()))
+    assert [round(t["nll"], 4) for t in rep_fast["trace"]] == \
+        [round(t["nll"], 4) for t in rep_slow["trace"]]
+
+
+def test_key_mode_wide_adds_the_subject_opening_a_text(s):
+    base = quick(s)
+    wide = quick(s, key_mode="wide")
+    opened = s.request("Japan is a country whose capital is", "Japan", " Paris", key_mode="wide")
+    assert base.key_rows == 2 and wide.key_rows == 3 and opened.key_rows == 2
+    k = s.subject_keys(wide, wide.facts[0])
+    assert k.shape[0] == 3
+    start = s.subject_keys(opened, opened.facts[0])[0]  # the prompt as typed opens with it
+    assert torch.allclose(k[2], start, atol=1e-5)
+    edit = s.compute_edit(s.request(PROMPT, "Japan", " Paris", key_mode="wide",
+                                    value_options={"steps": 8, "opening": 1}))
+    assert edit.rank == 3

@@ -193,17 +193,23 @@ class Llama(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
 
     def hidden(self, ids: torch.Tensor, cache: KVCache | None = None,
-               attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+               attention_mask: torch.Tensor | None = None, start: int = 0,
+               x_start: torch.Tensor | None = None, stop: int | None = None) -> torch.Tensor:
         """Final normed hidden states (N, T, dim), before the output head.
 
         Without ``attention_mask`` the batch is causal from position 0 (right padding then
         cannot affect earlier real tokens). With it (N, T_past + T) bool, False at left
-        padding, positions count real tokens only and padding is never attended to."""
+        padding, positions count real tokens only and padding is never attended to.
+        ``stop``: return the residual stream entering block ``stop`` instead (not normed);
+        ``start`` with ``x_start``: resume from that stream at block ``start`` (the blocks
+        before it are not run), e.g. to try many changes made after them."""
         n, t = ids.shape
         past = cache.length if cache is not None else 0
         if attention_mask is None and cache is not None and cache.mask is not None:
             attention_mask = torch.cat([cache.mask, cache.mask.new_ones(n, t)], dim=1)
-        x = self.embed_tokens(ids)  # (N, T, dim)
+        if start and (x_start is None or cache is not None):
+            raise ValueError("resuming at a block needs x_start and no KV cache")
+        x = self.embed_tokens(ids) if x_start is None else x_start  # (N, T, dim)
         mask = None
         if attention_mask is None:
             pos = torch.arange(past, past + t, device=ids.device).expand(n, t)
@@ -223,6 +229,10 @@ class Llama(nn.Module):
                 cache.mask = am
         cos, sin = rotary(pos, self.cfg.head_dim, self.cfg.rope_base, x.dtype)
         for i, block in enumerate(self.layers):
+            if i < start:
+                continue
+            if i == stop:
+                return x
             x = block(x, cos, sin, mask, cache, i)
         return self.norm(x)
 

@@ -272,6 +272,25 @@ class TextModel:
         h = self.module.hidden(self.check_latents(ids))  # (N, T, dim)
         return self.module.logits(h[rows, cols])
 
+    def block_after(self, name: str) -> int | None:
+        """For an MLP's down-projection ``layers.<i>.mlp.down_proj``: i + 1, the block whose
+        input is the residual stream that layer's output was last added to; else None."""
+        parts = name.split(".")
+        if len(parts) == 4 and parts[0] == "layers" and parts[2:] == ["mlp", "down_proj"] \
+                and parts[1].isdigit():
+            return int(parts[1]) + 1
+        return None
+
+    def stream_before(self, ids: torch.Tensor, block: int) -> torch.Tensor:
+        """(N, T, dim) residual stream entering ``block`` (the blocks before it run once)."""
+        return self.module.hidden(self.check_latents(ids), stop=block)
+
+    def logits_from(self, ids: torch.Tensor, block: int, stream: torch.Tensor,
+                    rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """logits_at, resumed from ``stream`` entering ``block``; differentiable in it."""
+        h = self.module.hidden(self.check_latents(ids), start=block, x_start=stream)
+        return self.module.logits(h[rows, cols])
+
     # -- text helpers -----------------------------------------------------------------------------
     @contextmanager
     def overridden(self, weights: Mapping[str, torch.Tensor] | None) -> Iterator[None]:

@@ -427,10 +427,18 @@ class TextRewriteSession:
 
         all_rows, all_cols = torch.cat([t_rows, e_rows]), torch.cat([t_cols, e_cols])
         n_t = len(t_rows)
+        # an MLP down-projection's output is added to the residual stream and nothing else: the
+        # blocks up to it run once, each step resumes after it with δ added to that stream (the
+        # same sum, 7 of 30 blocks fewer per step at layer 6); another layer goes the long way
+        block = self.gen.block_after(layer) if hasattr(self.gen, "block_after") else None
         h = module.register_forward_hook(grab)
         try:
             with torch.no_grad():
-                logits0 = self.gen.logits_at(ids, all_rows, all_cols)  # (K, V)
+                if block is None:
+                    logits0 = self.gen.logits_at(ids, all_rows, all_cols)  # (K, V)
+                else:
+                    stream0 = self.gen.stream_before(ids, block)
+                    logits0 = self.gen.logits_from(ids, block, stream0, all_rows, all_cols)
         finally:
             h.remove()
         base_logp = F.log_softmax(logits0[n_t:].float(), -1) if len(e_rows) else None
@@ -443,14 +451,21 @@ class TextRewriteSession:
             out[row_idx, pos_t] = out[row_idx, pos_t] + delta
             return out
 
+        def step_logits() -> torch.Tensor:
+            if block is None:
+                return self.gen.logits_at(ids, all_rows, all_cols)  # (K, V), via the hook
+            stream = stream0.clone()
+            stream[row_idx, pos_t] = stream[row_idx, pos_t] + delta
+            return self.gen.logits_from(ids, block, stream, all_rows, all_cols)
+
         opt = torch.optim.Adam([delta], lr=opts["lr"])
         trace, t0 = [], time.perf_counter()
-        h = module.register_forward_hook(add)
+        h = module.register_forward_hook(add) if block is None else None
         try:
             with torch.enable_grad():
                 for step in range(int(opts["steps"])):
                     check_cancel(cancel, "Finding the new value")
-                    logits = self.gen.logits_at(ids, all_rows, all_cols)  # (K, V)
+                    logits = step_logits()
                     logp = F.log_softmax(logits[:n_t].float(), -1)
                     nll = -logp.gather(1, t_ids[:, None]).mean()
                     loss = nll + opts["decay"] * delta.pow(2).sum() / v_norm ** 2
@@ -473,7 +488,8 @@ class TextRewriteSession:
                         if norm > limit:
                             delta.mul_(limit / norm)
         finally:
-            h.remove()
+            if h is not None:
+                h.remove()
         if not bool(torch.isfinite(delta).all()):
             raise RewriteError("Finding the new value diverged (NaN/Inf).",
                                "lower value_options['lr'] (e.g. 0.1) and try again.")
