@@ -251,3 +251,17 @@ def test_key_mode_wide_adds_the_subject_opening_a_text(s):
     edit = s.compute_edit(s.request(PROMPT, "Japan", " Paris", key_mode="wide",
                                     value_options={"steps": 8, "opening": 1}))
     assert edit.rank == 3
+
+
+def test_the_panel_scores_match_probabilities_before_and_now(s):
+    req = quick(s)
+    s.rewrite(req)
+    rows = s.panel(req, paraphrases=["Japan's capital is"], neighbours=[(PROMPT, " Tokyo")])
+    now = s.probabilities([PROMPT], [req.facts[0].old, req.facts[0].target])[0]
+    assert rows[0]["now"]["p_old"] == pytest.approx(float(now[0]), rel=1e-5)
+    assert rows[0]["now"]["p_new"] == pytest.approx(float(now[1]), rel=1e-5)
+    with s.history.original_weights():
+        before = s.probabilities([PROMPT], [req.facts[0].old, req.facts[0].target])[0]
+    assert rows[0]["before"]["p_new"] == pytest.approx(float(before[1]), rel=1e-5)
+    again = s.panel(req, paraphrases=["Japan's capital is"], neighbours=[(PROMPT, " Tokyo")])
+    assert again == rows  # the before side comes from the cache, the same

@@ -119,6 +119,8 @@ class TextRewriteSession:
         self.cache_dir = cache_dir
         self.last_edit: Edit | None = None
         self._moments: dict[tuple[str, int], torch.Tensor] = {}
+        #: the panel's "before" side (W₀) per (rows, tokens): it never changes
+        self._panel_before: dict[tuple, list[dict]] = {}
         self._inverses: dict[tuple[str, int], CovarianceInverse] = {}
         self._listeners: dict[str, list[Callable]] = defaultdict(list)
         self.lock = threading.RLock()
@@ -277,17 +279,39 @@ class TextRewriteSession:
                  for p in paraphrases]
         rows += [("neighbour", p, o, request.facts[0].target) for p, o in neighbours]
         rows += [("essence", p, "", "") for p in essence]
-        out = []
-        for when, ctx in (("before", self.history.original_weights), ("now", _nothing)):
-            with serial(), self.lock, ctx():
-                done = self.complete([r[1] for r in rows], max_new_tokens)
-                for i, (kind, prompt, old, new) in enumerate(rows):
-                    probs = (self.probabilities([prompt], [old, new])[0].tolist()
-                             if old and new else [math.nan, math.nan])
-                    if when == "before":
-                        out.append({"kind": kind, "prompt": prompt, "old": old, "new": new})
-                    out[i][when] = {"completion": done[i], "p_old": probs[0], "p_new": probs[1]}
+        out = [{"kind": kind, "prompt": prompt, "old": old, "new": new}
+               for kind, prompt, old, new in rows]
+        key = (tuple(rows), int(max_new_tokens))
+        with serial(), self.lock:
+            if key not in self._panel_before:  # W₀ never changes: the before side is kept
+                with self.history.original_weights():
+                    self._panel_before[key] = self._panel_side(rows, max_new_tokens)
+                while len(self._panel_before) > 32:
+                    self._panel_before.pop(next(iter(self._panel_before)))
+            sides = {"before": self._panel_before[key],
+                     "now": self._panel_side(rows, max_new_tokens)}
+        for when, side in sides.items():
+            for row, got in zip(out, side, strict=True):
+                row[when] = dict(got)
         return out
+
+    def _panel_side(self, rows: list[tuple], max_new_tokens: int) -> list[dict]:
+        """Completions and p(old), p(new) for every panel row under the weights in place: one
+        batched generation and one batched scoring (they were one forward per row)."""
+        done = self.complete([r[1] for r in rows], max_new_tokens)
+        pairs = [(i, prompt, obj) for i, (_, prompt, old, new) in enumerate(rows)
+                 if old and new for obj in (old, new)]
+        probs = {}
+        if pairs:
+            p_ids = [self._encode(prompt, "prompt") for _, prompt, _ in pairs]
+            o_ids = [self._encode(o if o[:1].isspace() else " " + o, "object")
+                     for _, _, o in pairs]
+            with torch.no_grad():
+                lp = self.gen.logprobs(p_ids, o_ids).exp().tolist()
+            for (i, _, _), p in zip(pairs, lp, strict=True):
+                probs.setdefault(i, []).append(p)
+        return [{"completion": done[i], "p_old": probs.get(i, [math.nan, math.nan])[0],
+                 "p_new": probs.get(i, [math.nan, math.nan])[1]} for i in range(len(rows))]
 
     # -- statistics -----------------------------------------------------------------------------
     def statistics_for(self, layers: Sequence[str], samples: int | None = None,
