@@ -31,7 +31,7 @@ from rewidget.core.metrics import change_inside_outside
 from rewidget.core.requests import EditRequest
 from rewidget.models import load_dcgan_faces
 
-GLASSES_REQUEST = Path(__file__).resolve().parent / "requests" / "faces_glasses.json"
+GLASSES_REQUEST = Path(__file__).resolve().parents[1] / "rewidget" / "examples" / "requests" / "faces_glasses.json"
 GRID, HELD_OUT = list(range(16)), list(range(100, 124))
 
 

@@ -1,4 +1,4 @@
-"""Write the rule-edit benchmark's named edits as saved requests (benchmarks/requests/*.json).
+"""Write the rule-edit benchmark's named edits as saved requests (rewidget/examples/requests/*.json).
 
     python benchmarks/make_requests.py            # rewrites every file; same files every time
 
@@ -30,7 +30,7 @@ from rewidget.core.solve import DEFAULT_OPTIONS  # noqa: E402
 from rewidget.models import load  # noqa: E402
 from rewidget.models import scenes as S  # noqa: E402
 
-REQUESTS = HERE / "requests"
+REQUESTS = HERE.parent / "rewidget" / "examples" / "requests"
 POOL = range(400)  # request seeds; held-out seeds (rule_edits.py) start at 700,000
 N_CONTEXT = 10  # samples painted as context
 N_PASTED = 3  # roof_to_tree: context samples whose every roof gets the crown pasted on it

@@ -1,6 +1,6 @@
 """Rule-edit benchmark: named edits replayed at every layer, rank, direction rule and solver, scored on held-out seeds.
 
-    python benchmarks/make_requests.py                   # (re)writes benchmarks/requests/*.json
+    python benchmarks/make_requests.py                   # (re)writes rewidget/examples/requests/*.json
     python benchmarks/rule_edits.py                      # full run: 500 held-out seeds, C over 10k
     python benchmarks/rule_edits.py --quick              # smoke run: 60 seeds, C over 1k, 501 steps
     python benchmarks/rule_edits.py --edits roof_to_tree --layers main.12 --rules whitened
@@ -61,6 +61,7 @@ from rewidget.core.directions import match_map  # noqa: E402
 from rewidget.core.memory import memory_for  # noqa: E402
 from rewidget.core.requests import EditRequest  # noqa: E402
 from rewidget.core.solve import DEFAULT_OPTIONS  # noqa: E402
+from rewidget.examples import REQUESTS  # noqa: E402
 from rewidget.models import load  # noqa: E402
 from rewidget.models import scenes as S  # noqa: E402
 
@@ -108,7 +109,7 @@ SOLVERS = {  # column name -> (solver, solver_options); options recorded explici
 }
 
 
-def load_request(name: str, requests_dir: Path = HERE / "requests") -> EditRequest:
+def load_request(name: str, requests_dir: Path = REQUESTS) -> EditRequest:
     return EditRequest.from_json((requests_dir / f"{name}.json").read_text())
 
 

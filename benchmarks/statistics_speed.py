@@ -44,7 +44,7 @@ from rewidget.core.statistics import (
 )
 from rewidget.models import load
 
-REQUESTS = Path(__file__).parent / "requests"
+REQUESTS = Path(__file__).resolve().parents[1] / "rewidget" / "examples" / "requests"
 CONTEXTS = {"dcgan-faces": ["faces_glasses.json", "faces_close_mouths.json"],
             "scenes": ["roof_to_tree.json", "sun_erase.json"]}
 STUDY_N = (500, 1_000, 2_000, 4_000, 5_000, 10_000)

@@ -44,6 +44,7 @@ from rewidget.core.directions import (  # noqa: E402
 from rewidget.core.memory import memory_for  # noqa: E402
 from rewidget.core.requests import EditRequest, Paste, Sample, Selection  # noqa: E402
 from rewidget.core.statistics import collect_second_moment  # noqa: E402
+from rewidget.examples import REQUESTS  # noqa: E402
 from rewidget.session.suggest import RANKS, RIDGES  # noqa: E402
 
 HELD_OUT = list(range(700_000, 700_064))
@@ -139,7 +140,7 @@ def main(argv=None) -> str:
     s = RewriteSession("dcgan-faces")
     requests = {"faces_glasses": load_request("faces_glasses"), GLASSES_B[0]: glasses_b(),
                 "faces_close_mouths": load_request("faces_close_mouths")}
-    (HERE / "requests" / f"{GLASSES_B[0]}.json").write_text(requests[GLASSES_B[0]].to_json())
+    (REQUESTS / f"{GLASSES_B[0]}.json").write_text(requests[GLASSES_B[0]].to_json())
     t = time.perf_counter()
     s.prepare_statistics()
     cold = time.perf_counter() - t

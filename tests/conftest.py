@@ -27,7 +27,7 @@ def box(size: int, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
     return m
 
 
-# the faces model's "add glasses" edit (benchmarks/requests/faces_glasses.json uses the same boxes)
+# the faces model's "add glasses" edit (rewidget/examples/requests/faces_glasses.json uses the same boxes)
 FACES_EYES = box(64, 24, 38, 12, 52)  # eye band of these aligned faces
 FACES_GLASSES = box(64, 24, 38, 14, 54)  # seed 4 wears dark glasses there
 

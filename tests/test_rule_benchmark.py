@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from rewidget import RewriteSession
+from rewidget.examples import REQUESTS
 from rewidget.models import scenes as S
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -129,7 +130,7 @@ def test_saved_requests_are_reproducible(tmp_path, scenes_session):
     paths = M.make_all(tmp_path, scenes_session.gen)
     assert set(paths) == set(B.EDITS)
     for name, path in paths.items():
-        committed = json.loads((BENCH / "requests" / f"{name}.json").read_text())
+        committed = json.loads((REQUESTS / f"{name}.json").read_text())
         assert json.loads(path.read_text()) == committed, name
 
 
