@@ -27,6 +27,8 @@ import rewidget
 from rewidget import RewriteSession
 from rewidget.widgets.app import RewriteApp
 from rewidget.widgets.painter import load_esm
+from rewidget import examples
+from rewidget.models import scenes_truth  # noqa: F401  notebook 05's ground truth
 
 s = RewriteSession("tiny", stats_samples=200, quiet=True)
 app = RewriteApp(s, preload=False)
@@ -34,6 +36,8 @@ assert app.wait(60)
 esm = load_esm()
 print(json.dumps({"file": rewidget.__file__, "esm": len(esm),
                   "keys": "data-lm-suppress-shortcuts" in esm,
+                  "examples": examples.names(),
+                  "roofs": examples.request("roof_to_tree").model,
                   "license": [str(p) for p in Path(sys.prefix).rglob("LICENSE")
                               if "rewidget" in str(p)],
                   "grid": app.grid.pixels.shape[:2] if app.grid.pixels is not None else None}))
@@ -72,3 +76,4 @@ def test_the_wheel_installs_into_a_fresh_environment_and_opens_the_app(tmp_path)
     assert got["esm"] > 1000 and got["keys"]  # the painter's JS shipped inside the wheel
     assert got["license"], "LICENSE is not in the installed wheel"
     assert got["grid"] is not None
+    assert "roof_to_tree" in got["examples"] and got["roofs"] == "scenes"  # notebooks' requests
