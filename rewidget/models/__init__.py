@@ -3,6 +3,7 @@
     gen = rewidget.models.load("dcgan-faces")          # real pretrained faces (64×64)
     gen = rewidget.models.load("tiny")                 # tiny seeded generator for tests
     gen = rewidget.models.load("scenes")               # procedural world with known rules
+    gen = rewidget.models.load("eyes")                 # painted eyes by colour (128×128)
     gen = rewidget.models.from_module(net, latent_shape=(128,), layers=["blocks.2.conv"])
     lm = rewidget.models.load("smollm2")               # SmolLM2-135M (text, offline GGUF)
     lm = rewidget.models.load("tiny-text")             # tiny seeded Llama for tests
@@ -29,6 +30,12 @@ def _load_scenes(device=None) -> GeneratorAdapter:
                             image_size=64)
 
 
+def _load_eyes(device=None) -> GeneratorAdapter:
+    from .eyes import load_eyes
+
+    return load_eyes(device=device)
+
+
 def _load_smollm2(device=None) -> TextModel:
     from .smollm2 import load_smollm2
 
@@ -39,6 +46,7 @@ ZOO: dict[str, Callable[..., GeneratorAdapter | TextModel]] = {
     "dcgan-faces": load_dcgan_faces,
     "tiny": load_tiny,
     "scenes": _load_scenes,
+    "eyes": _load_eyes,
     "smollm2": _load_smollm2,
     "tiny-text": load_tiny_text,
 }
