@@ -6,8 +6,9 @@ import { SHORTCUTS_HELP, clampPasteOffset, clientToImage, isMaskEmpty, keyAction
 
 /** @type {Record<string, [number, number, number]>} */
 const COLORS = { context: [0, 220, 255], copy: [255, 0, 200], keep: [110, 90, 255] };
+const KEPT_COLOR = [90, 200, 60]; // placements kept with "Paste again"
 const MASK_TRAIT = { context: "context_mask", copy: "copy_mask", keep: "keep_mask" };
-const REDRAW_ON = ["image", "width", "height", "scale", "context_mask", "copy_mask", "keep_mask", "paste_patch",
+const REDRAW_ON = ["image", "width", "height", "scale", "context_mask", "copy_mask", "keep_mask", "kept_mask", "paste_patch",
   "paste_offset", "paste_active", "tool", "erasing", "brush_size", "enabled"];
 
 /**
@@ -93,6 +94,8 @@ function render({ model, el }) {
       ctx.fillRect(0, 0, canvas.width, canvas.height);
     }
     const tool = model.get("tool");
+    const kept = traitBytes("kept_mask", w * h);
+    if (kept && !isMaskEmpty(kept)) blit(maskToRGBA(kept, KEPT_COLOR, tool === "paste" ? 0.5 : 0.25), 0, 0, 1);
     if (tool !== "paste") {
       for (const t of ["keep", "context", "copy"]) {
         const live = gesture && gesture.kind === "stroke" && gesture.tool === t ? gesture.mask : null;

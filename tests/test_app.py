@@ -269,10 +269,14 @@ def test_paste_again_keeps_the_paste_and_places_another(app, tiny_session):
     assert s.paste is None and len(s.more_pastes) == 1
     assert not app.painter.paste_active  # the paste tool is free for the next placement
     assert "Paste</b> 1 kept" in app.status.value
+    # the kept placement stays drawn on the painter: the copy mask moved by (2, -3)
+    kept = np.frombuffer(app.painter.kept_mask, np.uint8).reshape(S, S)
+    assert np.array_equal(kept > 0, np.roll(box(12, 20, 10, 22) > 0, (-3, 2), (0, 1)))
     app.select(5)
     assert app.wait()
     stroke(app, "paste", offset=(1, 2))
     assert "Paste</b> seed 5 at (+1, +2) + 1 kept" in app.status.value
+    assert app.painter.kept_mask == b""  # none kept on this sample
     assert len(s.request().pastes) == 2
     rewrite(app)
     assert len(s.history) == 1 and len(s.last_edit.targets) == 2

@@ -100,6 +100,9 @@ class Painter(anywidget.AnyWidget):
     copy_mask = t.Bytes(b"").tag(sync=True, **bytes_serialization)
     #: Keep mask (what the edit must not change), uint8 width*height; b"" is none. Browser-written.
     keep_mask = t.Bytes(b"").tag(sync=True, **bytes_serialization)
+    #: Where pastes kept with "Paste again" land on this image, uint8 width*height (drawn in
+    #: green; b"" is none). Kernel-written.
+    kept_mask = t.Bytes(b"").tag(sync=True, **bytes_serialization)
     #: The copied object as RGBA width*height*4 at its source position, alpha = copy mask.
     paste_patch = t.Bytes(b"").tag(sync=True)
     #: [dx, dy] in image pixels that moves the paste patch to its target; written on drag end.

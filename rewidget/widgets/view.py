@@ -17,7 +17,9 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 
+from ..core.masks import shift
 from ..core.requests import Sample
 from . import pixels as px
 from .history import HistoryRow
@@ -199,7 +201,21 @@ class SessionView:
                     p.paste_active = True
                 else:
                     p.paste_active = False
+            p.kept_mask = self._kept_mask(sample, img.shape[:2])
         self._caption()
+
+    def _kept_mask(self, sample: Sample, size: tuple[int, int]) -> bytes:
+        """uint8 bytes: where the pastes kept with Paste again land on ``sample`` (b"": none)."""
+        s = self.session
+        with s.lock:
+            kept = [(c, q) for c, q in s.more_pastes if q.sample == sample]
+        if not kept:
+            return b""
+        out = np.zeros(size, np.float32)
+        for copy, paste in kept:
+            m = torch.from_numpy(copy.mask.astype(np.float32) / 255.0)[None, None]
+            out = np.maximum(out, shift(m, paste.offset, size[1])[0, 0].numpy())
+        return (out > 0.5).astype(np.uint8).tobytes()
 
     def _caption(self) -> None:
         tool = self.painter.tool
