@@ -59,6 +59,52 @@ def load(name: str, device: torch.device | str | None = None) -> GeneratorAdapte
     return ZOO[name](device=device)
 
 
+def from_checkpoint(path, device=None) -> GeneratorAdapter:
+    """A generator from a checkpoint file users bring, recognised by its contents; nothing in
+    the file can run code (torch.load with weights_only=True).
+
+    Read: ProGAN state dicts in the paper's layout (``layer1.conv.weight``, ``layer1.wscale.b``,
+    …, ``output_RxR.*``; also wrapped as {"state_dict": ...}). Recognised and refused with the
+    reason: StyleGAN2 checkpoints (``g_ema``) and NVIDIA ``.pkl`` files, whose loaders are not
+    written yet (a pickle runs the code stored in it, so it is never unpickled here)."""
+    import warnings
+    from pathlib import Path
+
+    from .progan import is_progan_state, progan_from_state
+
+    path = Path(path)
+    if not path.is_file():
+        raise RewriteError(f"No checkpoint file at {path}.", "pass the path of a .pth/.pt file.")
+    if path.suffix == ".pkl":
+        raise RewriteError(
+            f"{path.name} is a pickle (NVIDIA StyleGAN2-ADA / StyleGAN3 format): unpickling it "
+            "would run the code stored in the file, and rewidget's restricted reader for it is "
+            "not written yet, so it was not opened.",
+            "convert it to a state dict with NVIDIA's own tools in an environment you trust, "
+            "or use a ProGAN .pth.")
+    try:
+        with warnings.catch_warnings():  # torch notes foreign pickle protocols; we refuse or read
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses anything that is not plain tensors and containers
+        raise RewriteError(f"{path.name} could not be read as plain tensors ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0][:200]}); it was refused, nothing in it ran.",
+                           "pass a state dict saved with torch.save(model.state_dict(), path).") \
+            from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if isinstance(state, dict) and is_progan_state(state):
+        return progan_from_state(state, name=path.stem, device=device)
+    if isinstance(state, dict) and "g_ema" in state:
+        raise RewriteError(f"{path.name} is a StyleGAN2 checkpoint (g_ema): its generator is not "
+                           "written in rewidget yet.", "use a ProGAN checkpoint, or wrap your own "
+                           "StyleGAN2 module with from_module(...).")
+    keys = list(state)[:5] if isinstance(state, dict) else type(state).__name__
+    raise RewriteError(f"{path.name} is not a generator checkpoint rewidget recognises "
+                       f"(it holds {keys}).", "pass a ProGAN state dict (layer1.conv.weight, …), "
+                       "or wrap your network with from_module(...).")
+
+
 def from_module(module: torch.nn.Module, latent_shape, name: str = "custom", layers=None,
                 sampler=None, trunk=None, device=None) -> GeneratorAdapter:
     """Wrap any generator: ``module(z)`` → images in [-1, 1]; layers named by module path.
@@ -71,4 +117,4 @@ def from_module(module: torch.nn.Module, latent_shape, name: str = "custom", lay
 
 
 __all__ = ["GeneratorAdapter", "DCGANGenerator", "TextModel", "ZOO", "load", "load_dcgan_faces",
-           "load_tiny", "load_tiny_text", "from_module"]
+           "load_tiny", "load_tiny_text", "from_module", "from_checkpoint"]

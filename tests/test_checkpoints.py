@@ -1,0 +1,96 @@
+"""Checkpoints users bring: ProGAN state dicts in the paper's layout load and edit; files that
+are not plain tensors are refused without running anything in them."""
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from rewidget import RewriteError, RewriteSession
+from rewidget.models import from_checkpoint
+from rewidget.models.progan import ProGANGenerator
+
+SIZES = [32, 32, 32, 16]  # z, 4×4, 8×8, 16×16
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    net = ProGANGenerator(SIZES)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.25)
+    path = tmp_path_factory.mktemp("ckpt") / "proggan_toy.pth"
+    torch.save(net.state_dict(), path)
+    return path, net
+
+
+def test_the_papers_layout_loads_and_renders_like_the_network(checkpoint):
+    path, net = checkpoint
+    state = torch.load(path, weights_only=True)
+    assert {"layer1.conv.weight", "layer1.wscale.b", "layer6.conv.weight",
+            "output_16x16.conv.weight", "output_16x16.wscale.b"} <= set(state)
+    gen = from_checkpoint(path)
+    assert gen.name == "proggan_toy" and gen.image_size == 16
+    assert gen.layer_names() == [f"layer{i}.conv" for i in range(1, 7)] + ["output_16x16.conv"]
+    z = gen.latents([0, 1, 2])
+    with torch.no_grad():
+        assert torch.allclose(gen.forward(z), net(z), atol=1e-6)
+    wrapped = path.with_name("wrapped.pth")
+    torch.save({"state_dict": state}, wrapped)
+    assert torch.equal(from_checkpoint(wrapped).forward(z), gen.forward(z))
+
+
+def test_a_progan_checkpoint_edits_and_undoes_exactly(checkpoint, tmp_path):
+    gen = from_checkpoint(checkpoint[0])
+    s = RewriteSession(gen, stats_samples=300, cache_dir=tmp_path, quiet=True)
+    m = np.zeros((16, 16), np.uint8)
+    m[4:10, 4:10] = 255
+    s.add_context(1, m)
+    s.set_copy(2, m)
+    s.set_paste(1, (0, 0))
+    before = s.render().copy()
+    s.rewrite(s.request(layer="layer5.conv", rank=2))
+    assert not np.array_equal(before, s.render())
+    s.undo()
+    assert np.array_equal(before, s.render())
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_files_that_are_not_plain_tensors_are_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "ran"
+    payload = _Payload()
+    payload.marker = marker
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as f:
+        pickle.dump({"layer1.conv.weight": payload}, f)
+    with pytest.raises(RewriteError, match="refused, nothing in it ran"):
+        from_checkpoint(evil)
+    torch.save({"w": payload}, tmp_path / "evil2.pt")
+    with pytest.raises(RewriteError, match="refused"):
+        from_checkpoint(tmp_path / "evil2.pt")
+    nvidia = tmp_path / "network-snapshot.pkl"
+    with open(nvidia, "wb") as f:
+        pickle.dump({"G_ema": payload}, f)
+    with pytest.raises(RewriteError, match="never|not opened|was not opened"):
+        from_checkpoint(nvidia)
+    assert not marker.exists()  # no payload ran
+
+
+def test_other_checkpoints_are_named_in_the_refusal(tmp_path):
+    style = tmp_path / "stylegan2.pt"
+    torch.save({"g_ema": {"w": torch.zeros(1)}, "latent_avg": torch.zeros(512)}, style)
+    with pytest.raises(RewriteError, match="StyleGAN2 checkpoint"):
+        from_checkpoint(style)
+    other = tmp_path / "resnet.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, other)
+    with pytest.raises(RewriteError, match="not a generator checkpoint"):
+        from_checkpoint(other)
+    with pytest.raises(RewriteError, match="No checkpoint file"):
+        from_checkpoint(tmp_path / "missing.pth")
