@@ -4,6 +4,7 @@ reloads, rejects bad files and keeps nothing partial; auto sample counts follow 
 import math
 
 import pytest
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -267,3 +268,41 @@ def test_requests_record_and_replay_their_sample_count(tmp_path):
         s.compute_edit(type(old)(**{**old.__dict__, "stats_samples": 0}))
     with pytest.raises(RewriteError, match="not a sample count"):
         RewriteSession("tiny", stats_samples="many")
+
+
+def test_statistics_under_w0_leave_the_session_free_meanwhile(tmp_path):
+    """With an edit upstream, W₀ is used in the collecting thread only: the session lock stays
+    free (selections, renders) while the pass runs, and C is the clean one."""
+    import threading
+
+    from rewidget import RewriteSession
+
+    from .conftest import box
+
+    s = RewriteSession(load_tiny(), layer="main.4", stats_samples=400, cache_dir=tmp_path,
+                       quiet=True)
+    clean = s.statistics("main.9").clone()
+    s.add_context(1, box(32, 8, 20, 8, 20))
+    s.set_copy(2, box(32, 8, 20, 8, 20))
+    s.set_paste(1, (2, 2))
+    s.rewrite()  # edits main.4, upstream of main.9
+    edited_render = s.render().copy()
+    free = []
+
+    def other_thread():
+        got = s.lock.acquire(timeout=0.5)
+        if got:
+            s.lock.release()
+        free.append(got)
+        free.append(s.render().copy())  # renders see the installed edit meanwhile
+
+    def progress(done, total, what):
+        if not free:  # while the pass runs (this is the collecting thread)
+            t = threading.Thread(target=other_thread)
+            t.start()
+            t.join()
+
+    again = s.statistics("main.9", refresh=True, progress=progress)
+    assert free[0] is True
+    assert np.array_equal(free[1], edited_render)
+    assert torch.equal(again, clean)

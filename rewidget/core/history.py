@@ -100,6 +100,11 @@ class EditHistory:
         names = set(layers)
         return tuple((e.edit.id, e.strength) for e in self.entries if e.edit.layer in names)
 
+    def originals(self) -> dict[str, torch.Tensor]:
+        """{layer: W₀} of the layers this history holds (a snapshot; nothing is written)."""
+        with _REGISTRY:
+            return dict(self._originals)
+
     def held_layers(self) -> list[str]:
         """Layers this history holds (has an applied edit on)."""
         return list(self._originals)

@@ -12,7 +12,9 @@ the trunk; otherwise they use hooks (forward_from then needs z and runs the whol
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -128,6 +130,31 @@ class GeneratorAdapter:
             handle.remove()
         return captured["k"]
 
+    @contextmanager
+    def weights_in_this_thread(self, weights: Mapping[str, torch.Tensor]) -> Iterator[None]:
+        """Within the block, layers ``weights`` names compute with those weights — in the
+        calling thread only; the model's parameters are never written, so renders in other
+        threads see the weights as installed (statistics under W₀ without a lock)."""
+        me, busy = threading.get_ident(), threading.local()
+
+        def hook(module, args, _out, w):
+            if threading.get_ident() != me or getattr(busy, "on", False):
+                return None
+            busy.on = True
+            try:
+                return torch.func.functional_call(module, {"weight": w}, args)
+            finally:
+                busy.on = False
+
+        frozen = {name: w.detach() for name, w in weights.items()}
+        handles = [self.layer(name).register_forward_hook(
+            lambda m, a, o, w=w: hook(m, a, o, w)) for name, w in frozen.items()]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
     def restore_module(self) -> nn.Module:
         """Put the wrapped module's training mode and requires_grad flags back as they were
         when it was wrapped (its weights keep any installed edits), and return it."""
@@ -224,11 +251,16 @@ class GeneratorAdapter:
                 h.remove()
         return shapes
 
-    def fingerprint(self, current: bool = False) -> str:
-        """sha256 of the weights: as loaded (cached, before any edit), or as they are now."""
+    def fingerprint(self, current: bool = False,
+                    overrides: Mapping[str, torch.Tensor] | None = None) -> str:
+        """sha256 of the weights: as loaded (cached, before any edit), or as they are now —
+        with ``overrides`` {layer: weight} standing in for those layers' weights."""
         if current or self._fingerprint is None:
             h = hashlib.sha256(self.name.encode())
             for k, v in self.module.state_dict().items():
+                layer = k[:-len(".weight")] if k.endswith(".weight") else None
+                if overrides and layer in overrides:
+                    v = overrides[layer]
                 h.update(k.encode())
                 h.update(str(tuple(v.shape)).encode())
                 h.update(tensor_bytes(v))

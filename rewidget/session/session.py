@@ -461,13 +461,19 @@ class RewriteSession:
         for attempt in (1, 2):
             upstream_edited = any(self.history.state_token(self._upstream(layer))
                                   for layer in missing)
-            hold = upstream_edited or attempt == 2
-            with (self.lock if hold else nullcontext()), \
-                    (self.history.original_weights() if upstream_edited else nullcontext()):
-                version = write_count(modules)
+            # first try: W₀ for this thread only (renders and selections carry on meanwhile);
+            # the second, after the weights changed under the first: W₀ installed, lock held
+            private = upstream_edited and attempt == 1 and hasattr(self.gen, "weights_in_this_thread")
+            hold = (upstream_edited and not private) or attempt == 2
+            before = write_count(modules)  # read before W₀ is looked up: no write slips between
+            originals = self.history.originals() if private else None
+            swap = (self.gen.weights_in_this_thread(originals) if private
+                    else self.history.original_weights() if upstream_edited else nullcontext())
+            with (self.lock if hold else nullcontext()), swap:
+                version = before if private else write_count(modules)
                 # the weights as they are now (this session's edits swapped out), not as loaded:
                 # a generator shared with another session may carry that session's edits
-                fingerprint = self.gen.fingerprint(current=True)
+                fingerprint = self.gen.fingerprint(current=True, overrides=originals)
 
                 def unchanged(version=version) -> None:
                     if write_count(modules) != version:

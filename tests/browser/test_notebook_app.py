@@ -166,6 +166,29 @@ def test_the_mouse_wheel_over_the_grid_scrolls_the_notebook(nb):
         timeout=5_000)
 
 
+def test_a_stroke_during_statistics_reaches_the_kernel_within_a_second(nb):
+    """Heavy work (statistics for every layer, collected again) must not hold up painting."""
+    page = nb.page
+    button(page, "rewidget-clear-all").click()
+    kernel_wait(nb.kc, "not session.context")
+    settle(nb)
+    tool(page, "context")
+    kernel_wait(nb.kc, "app.painter.tool == 'context'")
+    nb.kc.execute("app.tasks.run('Statistics again', lambda progress, cancel: "
+                  "session.statistics_for(None, progress=progress, cancel=cancel, refresh=True))",
+                  silent=True)
+    kernel_wait(nb.kc, "app.tasks.busy", timeout=10)
+    t0 = time.time()
+    drag(page, page.locator(PAINTER).first, [(0.3, 0.4), (0.5, 0.42), (0.7, 0.4)])
+    kernel_wait(nb.kc, "len(session.context) == 1", timeout=10)
+    took = time.time() - t0
+    still_busy = kernel_eval(nb.kc, "app.tasks.busy")
+    print(f"stroke → session during statistics: {took:.2f} s (statistics still running: "
+          f"{still_busy})")
+    assert took < 1.5  # 1 s plus the test's own polling of the kernel
+    kernel_wait(nb.kc, "not app.tasks.busy", timeout=120)
+
+
 def test_mouse_drag_sets_context_mask_in_kernel(nb):
     page = nb.page
     button(page, "rewidget-clear-all").click()
