@@ -3,8 +3,8 @@ reloads, rejects bad files and keeps nothing partial; auto sample counts follow 
 
 import math
 
-import pytest
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import save_file
 
