@@ -231,6 +231,17 @@ def test_copy_sets_the_patch_and_paste_sets_the_offset(app, tiny_session):
     assert app.painter.paste_active and app.painter.paste_offset == [3, -4]
 
 
+def test_the_status_names_a_layer_whose_statistics_are_loading(app, tiny_session):
+    app.pending_layer = "main.9"
+    app._refresh_status()
+    assert "layer main.9 (statistics loading…)" in app.status.value
+    app.pending_layer = ""
+    app._load_statistics("main.7", then_set_layer=True)  # collected, then chosen
+    assert app.wait(60)
+    assert app.pending_layer == "" and app.layer_choice == "main.7"
+    assert "layer main.7," in app.status.value
+
+
 def test_the_top_strength_slider_says_it_scales_the_next_edit(app):
     app.strength.value = 0.5
     assert "applies to the next Rewrite" in app.messages.last

@@ -122,6 +122,8 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
 
     #: Seed of the sample shown in the painter.
     sample = t.Int(0)
+    #: A layer the user picked whose statistics are still loading ("" when none).
+    pending_layer = t.Unicode("")
     #: True while a heavy task (statistics, suggestion, rewrite, search, replay) runs.
     busy = t.Bool(False)
     #: The layer Rewrite uses; "" = auto: the suggestion's best layer (the default).
@@ -824,8 +826,15 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
                 self._use_layer(layer)
             self.messages.info(f"Statistics for {layer} ready ({secs:.1f} s; cached on disk).")
 
+        def always() -> None:
+            self.pending_layer = ""
+            self._mark("status")
+
+        if then_set_layer:  # the status line names the layer chosen, not the one before it
+            self.pending_layer = layer
+            self._mark("status")
         return self.tasks.run(f"Statistics for {layer} ({s.samples_for(layer):,} samples; "
-                              "needed to rewrite, cached on disk)", job, done)
+                              "needed to rewrite, cached on disk)", job, done, always=always)
 
 def _attr(text: str) -> str:
     import html

@@ -318,6 +318,8 @@ class SessionView:
             parts.append(f"<b style='color:rgb{px.KEEP_RGB}'>Keep</b> "
                          f"{' + '.join(x for x in (keep, auto) if x)}")
         layer = html.escape(self.layer_choice or "auto")
+        if getattr(self, "pending_layer", ""):
+            layer = f"{html.escape(self.pending_layer)} (statistics loading…)"
         rank = self.rank_choice or "auto"
         parts.append(f"layer {layer}, rank {rank}, {html.escape(str(s.solver))} · "
                      f"{len(s.history)} edit(s)")
