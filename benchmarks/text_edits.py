@@ -448,6 +448,7 @@ GRID = [
     ("key_mode wide + opening", {"key_mode": "wide", "value_options": {"opening": 1}}),
     ("key_mode wide, kl 0", {"key_mode": "wide", "value_options": {"kl": 0.0}}),
     ("key_mode wide, rank 1 per fact", {"key_mode": "wide", "rank": 1}),
+    ("rank 1 per fact", {"rank": 1}),
 ]
 GRID_DEFAULT = ("defaults", "steps 40", "kl 1", "clamp 1", "ridge 1e-1", "prefixes: '' only")
 
