@@ -1028,3 +1028,16 @@ def test_faces_app_edit_and_exact_undo(faces_gen):
     finally:
         s.reset()
         app.close()
+
+
+def test_a_repeated_message_is_one_line_with_a_count():
+    from rewidget.widgets.messages import MessageArea
+
+    m = MessageArea()
+    m.info("Statistics ready.")
+    m.info("Statistics ready.")
+    m.info("Statistics ready.")
+    assert m._html.value.count("Statistics ready.") == 1 and "(×3)" in m._html.value
+    m.error("Bad mask.", "paint again")
+    m.info("Statistics ready.")  # not the newest any more: a new line
+    assert m._html.value.count("Statistics ready.") == 2 and m.last == "Statistics ready."

@@ -46,7 +46,7 @@ class MessageArea(w.VBox):
         self._clear = w.Button(icon="times", tooltip="Clear messages",
                                layout=w.Layout(width="28px", height="24px", padding="0"))
         self._clear.on_click(lambda _: self.clear())
-        self._items: list[tuple[str, str, str]] = []  # (kind, html body, time)
+        self._items: list[tuple[str, str, str, int]] = []  # (kind, html body, time, count)
         self._lock = threading.Lock()  # messages come from the worker threads too
         super().__init__([w.HBox([self._html, self._clear],
                                  layout=w.Layout(align_items="flex-start"))], **kwargs)
@@ -93,7 +93,13 @@ class MessageArea(w.VBox):
     # -- internals ----------------------------------------------------------------------------
     def _add(self, kind: str, body: str, plain: str) -> None:
         with self._lock:
-            self._items.insert(0, (kind, body, time.strftime("%H:%M:%S")))
+            stamp = time.strftime("%H:%M:%S")
+            if self._items and self._items[0][:2] == (kind, body):
+                # the same message again: one line with a count and the new time, not a column
+                # of copies pushing the others out
+                self._items[0] = (kind, body, stamp, self._items[0][3] + 1)
+            else:
+                self._items.insert(0, (kind, body, stamp, 1))
             del self._items[self.keep:]
             with self.hold_trait_notifications():
                 self.last, self.kind = plain, kind
@@ -101,12 +107,13 @@ class MessageArea(w.VBox):
 
     def _render(self) -> None:
         rows = []
-        for i, (kind, body, stamp) in enumerate(self._items):
+        for i, (kind, body, stamp, count) in enumerate(self._items):
             fg, bg, icon = _STYLE[kind]
             fade = "" if i == 0 else "opacity:.6;"
+            times = f" <b>(×{count})</b>" if count > 1 else ""
             rows.append(f"<div class='rewidget-msg rewidget-msg-{kind}' style='{fade}color:{fg};"
                         f"background:{bg};border-left:3px solid {fg};padding:2px 8px;"
                         f"margin:1px 0;font-size:12px;line-height:16px'>{icon} "
-                        f"<span style='color:#5f5f5f'>{stamp}</span> {body}</div>")
+                        f"<span style='color:#5f5f5f'>{stamp}</span> {body}{times}</div>")
         self._html.value = "".join(rows)
         self._clear.layout.visibility = "visible" if rows else "hidden"
