@@ -53,8 +53,16 @@ def test_suggest_installs_nothing_and_covers_every_setting(tiny):
         assert all(m.level in ("green", "amber", "red") and m.why for m in c.meters.values())
 
 
-def test_the_best_settings_are_also_solved_iteratively_and_through_the_output(tiny):
+def test_one_pasted_image_gets_exact_candidates_only(tiny):
+    """A goal in one image can be met by repainting it: no iterative or output candidates."""
     s, sug = tiny
+    assert {c.edit.request.solver for c in sug.candidates} == {"exact"}
+
+
+def test_with_pastes_on_two_samples_the_best_are_also_solved_iteratively(tmp_path):
+    s = selected(RewriteSession("tiny", stats_samples=400, cache_dir=tmp_path))
+    s.add_paste(3, (0, 0))
+    sug = s.suggest(ranks=(1, 2, 3), output=0)
     iterative = [c for c in sug.candidates if c.edit.request.solver == "iterative"]
     assert len(iterative) == 4 and not any(c.screened for c in iterative)
     assert all(c.ridge is None and "iterative" in c.label() for c in iterative)
@@ -66,8 +74,6 @@ def test_the_best_settings_are_also_solved_iteratively_and_through_the_output(ti
     twin = sug.find(c.layer, c.rank, c.rule, 0.1)
     assert torch.equal(twin.edit.directions, c.edit.directions)
     assert not torch.equal(twin.edit.factor, c.edit.factor)
-    # one paste: a goal in one image says nothing of a rule, so no output-solver candidates
-    assert not any(c.edit.request.solver == "output" for c in sug.candidates)
     none = s.suggest(ranks=(1, 2), layers=["main.9"], iterative=0, output=0)
     assert all(c.edit.request.solver == "exact" for c in none.candidates)
 

@@ -64,8 +64,10 @@ RIDGES = (0.1, 1.0)
 SCREEN_SAMPLES, FINALISTS = 6, 12
 #: the best ITERATIVE_FINALISTS settings (after the finalists' scoring) are also solved with
 #: the iterative solver, ITERATIVE_OPTIONS (301 steps: within a few points of 2001 steps' ground
-#: truth on the scenes edits, ~0.15 s each). With it the scenes windows / sun / flat-roof erases
-#: reached the full sweep's best (benchmarks/results/suggest_scenes.md)
+#: truth on the scenes edits, ~0.15 s each), when the goal spans MIN_OUTPUT_SAMPLES samples or
+#: more. With it the scenes windows / sun erases reached the full sweep's best; on a single
+#: pasted image (faces, close mouths) its L1 fit won the score and left a blue mark on a
+#: held-out face (band ratio 2.98 vs 3.70 for the exact setting it displaced)
 ITERATIVE_FINALISTS = 4
 ITERATIVE_OPTIONS = {"steps": 301, "lr": 0.2}
 #: the best OUTPUT_FINALISTS settings at layers that later layers follow are also solved with
@@ -73,8 +75,9 @@ ITERATIVE_OPTIONS = {"steps": 301, "lr": 0.2}
 #: scenes it turned roofs into round crowns at main.9 where every layer-goal solve drew
 #: triangles at main.12
 OUTPUT_FINALISTS = 2
-#: ...and only when the goal spans at least this many samples: a goal in one image can be met by
-#: repainting that image, and the suggestion's effect (on the request's own pastes) cannot tell.
+#: ...and (both solvers) only when the goal spans at least this many samples: a goal in one image
+#: can be met by repainting that image, and the suggestion's effect (on the request's own pastes)
+#: cannot tell.
 #: With one pasted crown, main.9 output scored highest and drew crowns on 29% of held-out roofs
 #: (six pastes on three samples: 62%)
 MIN_OUTPUT_SAMPLES = 2
@@ -376,10 +379,11 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
     index = {s: i for i, s in enumerate(samples)}
     held_out = [Sample(int(s)) for s in preview]
     screen = min(SCREEN_SAMPLES, len(held_out))
-    iterative = int(iterative) if solver == "exact" else 0
     goal_samples = {p.sample for _, p in base.pastes} if kind == "paste" else \
         {c.sample for c in base.context}
-    output = int(output) if solver == "exact" and len(goal_samples) >= MIN_OUTPUT_SAMPLES else 0
+    several = len(goal_samples) >= MIN_OUTPUT_SAMPLES
+    iterative = int(iterative) if solver == "exact" and several else 0
+    output = int(output) if solver == "exact" and several else 0
     total = len(settings) + FINALISTS * len(options) + iterative + output
     candidates, skipped, references = [], [], {}
     views: dict[str, _LayerView] = {}
