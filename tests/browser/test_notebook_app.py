@@ -518,5 +518,6 @@ def test_app_text_is_legible_in_both_themes(nb, theme):
     page.wait_for_function(f"() => document.body.dataset.jpThemeName === '{theme}'",
                            timeout=20_000)
     time.sleep(1.0)
+    shoot(page, "app_" + theme.split()[-1].lower())
     low = page.evaluate(CONTRAST_JS)
     assert low == [], "text under WCAG AA contrast (4.5:1):\n" + "\n".join(low)
