@@ -78,7 +78,8 @@ def test_files_that_are_not_plain_tensors_are_refused_and_nothing_runs(tmp_path)
     nvidia = tmp_path / "network-snapshot.pkl"
     with open(nvidia, "wb") as f:
         pickle.dump({"G_ema": payload}, f)
-    with pytest.raises(RewriteError, match="never|not opened|was not opened"):
+    with pytest.raises(RewriteError, match=r"refused: the file asks for posix.system|"
+                                           r"refused: the file asks for os.system"):
         from_checkpoint(nvidia)
     assert not marker.exists()  # no payload ran
 
@@ -94,3 +95,66 @@ def test_other_checkpoints_are_named_in_the_refusal(tmp_path):
         from_checkpoint(other)
     with pytest.raises(RewriteError, match="No checkpoint file"):
         from_checkpoint(tmp_path / "missing.pth")
+
+
+def _nvidia_snapshot(path, marker, load_with_pickle: bool = False):
+    """A pickle in NVIDIA's persistence layout (network records carrying their class source),
+    written against a stand-in torch_utils.persistence whose loader would run that source."""
+    import collections
+    import sys
+    import types
+
+    def _reconstruct_persistent_obj(meta):  # what NVIDIA's loader does: run the stored source
+        exec(meta["module_src"])  # noqa: S102 - the payload the reader must never run
+
+    _reconstruct_persistent_obj.__module__ = "torch_utils.persistence"
+    _reconstruct_persistent_obj.__qualname__ = "_reconstruct_persistent_obj"
+    mods = {"torch_utils": types.ModuleType("torch_utils"),
+            "torch_utils.persistence": types.ModuleType("torch_utils.persistence")}
+    mods["torch_utils.persistence"]._reconstruct_persistent_obj = _reconstruct_persistent_obj
+
+    class Record:
+        def __init__(self, meta):
+            self.meta = meta
+
+        def __reduce__(self):
+            return (_reconstruct_persistent_obj, (self.meta,))
+
+    src = f"import os; os.system('touch {marker}')"
+    fc = Record({"type": "class", "class_name": "FullyConnectedLayer", "module_src": src,
+                 "state": {"_parameters": collections.OrderedDict(
+                     weight=torch.nn.Parameter(torch.arange(12.0).reshape(4, 3))),
+                     "_buffers": collections.OrderedDict(), "_modules": {}}})
+    g = Record({"type": "class", "class_name": "Generator", "module_src": src,
+                "state": {"_parameters": collections.OrderedDict(),
+                          "_buffers": collections.OrderedDict(w_avg=torch.ones(5)),
+                          "_modules": collections.OrderedDict(fc0=fc), "_init_args": (),
+                          "_init_kwargs": {"z_dim": 512, "w_dim": 512, "img_resolution": 256}}})
+    sys.modules.update(mods)
+    try:
+        if load_with_pickle:  # the control: NVIDIA's own loader runs the stored source
+            pickle.loads(path.read_bytes())
+        else:
+            path.write_bytes(pickle.dumps({"G_ema": g, "cur_nimg": 1000}, protocol=4))
+    finally:
+        for k in mods:
+            sys.modules.pop(k, None)
+
+
+def test_an_nvidia_snapshot_is_read_without_running_its_stored_code(tmp_path):
+    from rewidget.models.safepickle import read_nvidia_pickle
+
+    marker = tmp_path / "ran"
+    path = tmp_path / "network-snapshot-000100.pkl"
+    _nvidia_snapshot(path, marker)
+    snap = read_nvidia_pickle(path)
+    g = snap.networks["G_ema"]
+    assert g.class_name == "Generator" and g.init_kwargs["img_resolution"] == 256
+    sd = g.state_dict()
+    assert torch.equal(sd["fc0.weight"], torch.arange(12.0).reshape(4, 3))
+    assert torch.equal(sd["w_avg"], torch.ones(5)) and snap.other == {"cur_nimg": 1000}
+    with pytest.raises(RewriteError, match="read safely.*Generator.*not written yet"):
+        from_checkpoint(path)
+    assert not marker.exists()  # the stored source never ran
+    _nvidia_snapshot(path, marker, load_with_pickle=True)
+    assert marker.exists()  # ... and it is live: plain pickle with NVIDIA's loader runs it

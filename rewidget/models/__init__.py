@@ -64,9 +64,10 @@ def from_checkpoint(path, device=None) -> GeneratorAdapter:
     the file can run code (torch.load with weights_only=True).
 
     Read: ProGAN state dicts in the paper's layout (``layer1.conv.weight``, ``layer1.wscale.b``,
-    …, ``output_RxR.*``; also wrapped as {"state_dict": ...}). Recognised and refused with the
-    reason: StyleGAN2 checkpoints (``g_ema``) and NVIDIA ``.pkl`` files, whose loaders are not
-    written yet (a pickle runs the code stored in it, so it is never unpickled here)."""
+    …, ``output_RxR.*``; also wrapped as {"state_dict": ...}). NVIDIA ``.pkl`` snapshots are
+    read with a restricted unpickler that never runs their stored code (safepickle.py), and
+    refused after that, as are StyleGAN2 checkpoints (``g_ema``): rewidget's StyleGAN2 network
+    is not written yet."""
     import warnings
     from pathlib import Path
 
@@ -75,13 +76,21 @@ def from_checkpoint(path, device=None) -> GeneratorAdapter:
     path = Path(path)
     if not path.is_file():
         raise RewriteError(f"No checkpoint file at {path}.", "pass the path of a .pth/.pt file.")
-    if path.suffix == ".pkl":
+    if path.suffix == ".pkl":  # NVIDIA's format: read with the restricted unpickler only
+        from .safepickle import read_nvidia_pickle
+
+        snap = read_nvidia_pickle(path)
+        net = snap.networks.get("G_ema") or snap.networks.get("G")
+        if net is None:
+            raise RewriteError(f"{path.name} holds no generator record (G_ema or G); it holds "
+                               f"{sorted(snap.networks) or sorted(snap.other)[:5]}.",
+                               "pass an NVIDIA StyleGAN2-ADA / StyleGAN3 network snapshot.")
         raise RewriteError(
-            f"{path.name} is a pickle (NVIDIA StyleGAN2-ADA / StyleGAN3 format): unpickling it "
-            "would run the code stored in the file, and rewidget's restricted reader for it is "
-            "not written yet, so it was not opened.",
-            "convert it to a state dict with NVIDIA's own tools in an environment you trust, "
-            "or use a ProGAN .pth.")
+            f"{path.name} was read safely (nothing in it ran): an NVIDIA {net.class_name} with "
+            f"{len(net.state_dict())} tensors and settings {net.init_kwargs}. rewidget's own "
+            "StyleGAN2 network is not written yet, so it cannot be edited here.",
+            "its tensors are available from rewidget.models.safepickle.read_nvidia_pickle(path); "
+            "use a ProGAN .pth, or wrap a StyleGAN2 module you trust with from_module(...).")
     try:
         with warnings.catch_warnings():  # torch notes foreign pickle protocols; we refuse or read
             warnings.simplefilter("ignore", UserWarning)
