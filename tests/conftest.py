@@ -45,3 +45,12 @@ def faces_gen():
     from rewidget.models import load
 
     return load("dcgan-faces")
+
+
+def edit_then_undo(s, request) -> None:
+    """Install ``request``: the grid must change; undo: it must be back, bit for bit."""
+    before = s.render().copy()
+    s.rewrite(request)
+    assert not np.array_equal(before, s.render())
+    s.undo()
+    assert np.array_equal(before, s.render())

@@ -12,6 +12,8 @@ from rewidget import RewriteError, RewriteSession
 from rewidget.models import from_checkpoint
 from rewidget.models.progan import ProGANGenerator
 
+from .conftest import edit_then_undo
+
 SIZES = [32, 32, 32, 16]  # z, 4×4, 8×8, 16×16
 
 
@@ -51,11 +53,7 @@ def test_a_progan_checkpoint_edits_and_undoes_exactly(checkpoint, tmp_path):
     s.add_context(1, m)
     s.set_copy(2, m)
     s.set_paste(1, (0, 0))
-    before = s.render().copy()
-    s.rewrite(s.request(layer="layer5.conv", rank=2))
-    assert not np.array_equal(before, s.render())
-    s.undo()
-    assert np.array_equal(before, s.render())
+    edit_then_undo(s, s.request(layer="layer5.conv", rank=2))
 
 
 class _Payload:

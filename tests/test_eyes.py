@@ -11,6 +11,8 @@ from rewidget import RewriteError, RewriteSession
 from rewidget.models import load
 from rewidget.models.eyes import COLOURS, colour_of, eyes_latent, eyes_weights_path
 
+from .conftest import edit_then_undo
+
 
 @pytest.fixture(scope="module")
 def gen():
@@ -58,8 +60,4 @@ def test_an_iris_edit_changes_the_eyes_and_undo_is_exact(tmp_path):
         s.add_context(seed, iris)
     s.set_copy(58, iris)  # a brown eye's iris
     s.set_paste(25, (0, 0))
-    before = s.render().copy()
-    s.rewrite(s.request(layer="main.10", rank=3))
-    assert not np.array_equal(before, s.render())
-    s.undo()
-    assert np.array_equal(before, s.render())
+    edit_then_undo(s, s.request(layer="main.10", rank=3))

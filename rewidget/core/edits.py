@@ -236,16 +236,17 @@ def solve_problem(problem: EditProblem, request: EditRequest, inv: CovarianceInv
     mem, targets = problem.mem, problem.targets
     _check_targets_match(mem, d, targets, level)
     opts = _solver_options(request)
+    if request.solver == "output":  # every option, the defaults for those not recorded
+        opts = {**DEFAULT_OPTIONS["output"], **opts}
     if request.solver == "exact":
         factor, rep = solve_exact(mem, d, targets, normal=problem.normal(d), **opts)
     elif request.solver == "iterative":
         factor, rep = solve_iterative(mem, d, targets, progress=progress, cancel=cancel, **opts)
     else:  # "output": from the exact solution, through the later layers (through.py)
-        o = {**DEFAULT_OPTIONS["output"], **opts}
-        init, _ = solve_exact(mem, d, targets, normal=problem.normal(d), ridge=o["ridge"])
+        init, _ = solve_exact(mem, d, targets, normal=problem.normal(d), ridge=opts["ridge"])
         factor, rep = solve_output(problem.gen, mem, request.layer, d,
-                                   problem.output_goal(int(o["grow"])), init, int(o["steps"]),
-                                   o["lr"], o["keep"], progress, cancel)
+                                   problem.output_goal(int(opts["grow"])), init,
+                                   int(opts["steps"]), opts["lr"], opts["keep"], progress, cancel)
     w = mem.weight.detach()
     delta = mem.delta_weight(d, factor)
     if problem._before is None:
@@ -253,7 +254,7 @@ def solve_problem(problem: EditProblem, request: EditRequest, inv: CovarianceInv
     rep = {**rep, "before": problem._before,
            "installed": masked_errors(mem, targets, w + delta), "notes": list(inv.notes)}
     if request.solver == "output":  # its goal is in the output: "before"/"installed" are there
-        goal = problem.output_goal(int({**DEFAULT_OPTIONS["output"], **opts}["grow"]))
+        goal = problem.output_goal(int(opts["grow"]))
         rep["layer_before"], rep["layer_installed"] = rep["before"], rep["installed"]
         rep["before"] = output_errors(problem.gen, request.layer, goal)
         rep["installed"] = output_errors(problem.gen, request.layer, goal, w + delta)

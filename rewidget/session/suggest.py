@@ -1,7 +1,8 @@
 """Which layer, rank and direction rule? Solve them all, render, score, rank; install nothing.
 
     sug = session.suggest(progress=print)        # every layer × ranks (1, 2, 3, 6, 10) × rules
-                                                 # × ridges; the 4 best also solved iteratively
+                                                 # × ridges; with pastes on ≥ 2 samples the
+                                                 # best also iteratively / through the output
     best = sug.best                              # a Candidate: .edit (computed, not installed)
     best.meters["realism"].level, best.meters["realism"].why   # "green", "features at ..."
     session.preview(best.edit)                   # the grid as it would look, weights untouched

@@ -17,12 +17,11 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 
-from ..core.masks import shift
 from ..core.requests import Sample
 from . import pixels as px
 from .history import HistoryRow
+from .painter import _shift
 
 
 class SessionView:
@@ -75,21 +74,12 @@ class SessionView:
         s = self.session
         return s.history.state_token(s.gen.layer_names())
 
-    def _image(self, sample: Sample) -> np.ndarray:
-        """(S, S, 3) uint8 of one sample from the current model, cached."""
-        key = (sample, self._token())
+    def _image(self, sample: Sample, original: bool = False) -> np.ndarray:
+        """(S, S, 3) uint8 of one sample from the current model (or the original), cached."""
+        key = (sample, "original" if original else self._token())
         if key not in self._images:
             with self.session.lock:
-                img = self.session.render([sample])[0]
-            self._remember(key, img)
-        return self._images[key]
-
-    def _original_image(self, sample: Sample) -> np.ndarray:
-        """(S, S, 3) uint8 of one sample from the original weights, cached."""
-        key = (sample, "original")
-        if key not in self._images:
-            with self.session.lock:
-                img = self.session.render([sample], original=True)[0]
+                img = self.session.render([sample], original=original)[0]
             self._remember(key, img)
         return self._images[key]
 
@@ -211,11 +201,11 @@ class SessionView:
             kept = [(c, q) for c, q in s.more_pastes if q.sample == sample]
         if not kept:
             return b""
-        out = np.zeros(size, np.float32)
-        for copy, paste in kept:
-            m = torch.from_numpy(copy.mask.astype(np.float32) / 255.0)[None, None]
-            out = np.maximum(out, shift(m, paste.offset, size[1])[0, 0].numpy())
-        return (out > 0.5).astype(np.uint8).tobytes()
+        out = np.zeros(size, np.uint8)
+        for copy, paste in kept:  # whole pixels, as the painter places the paste patch
+            dx, dy = (int(round(v)) for v in paste.offset)
+            out = np.maximum(out, _shift((copy.mask > 127).astype(np.uint8), dx, dy))
+        return out.tobytes()
 
     def _caption(self) -> None:
         tool = self.painter.tool
@@ -233,8 +223,9 @@ class SessionView:
             ctx, keep = list(s.context), list(s.keep)
         sample = Sample(self.sample)
         # the samples as they were painted on (the original model), not as edits redraw them
-        entries = [(self._original_image(c.sample), c.mask, c.sample.label()) for c in ctx]
-        entries += [(self._original_image(k.sample), k.mask, f"keep {k.sample.label()}",
+        entries = [(self._image(c.sample, original=True), c.mask, c.sample.label())
+                   for c in ctx]
+        entries += [(self._image(k.sample, original=True), k.mask, f"keep {k.sample.label()}",
                      px.KEEP_RGB) for k in keep]
         current = next((i for i, c in enumerate(ctx) if c.sample == sample), -1)
         self.tray.set_entries(entries, current)

@@ -166,14 +166,19 @@ def test_the_mouse_wheel_over_the_grid_scrolls_the_notebook(nb):
         timeout=5_000)
 
 
+def clear_and_pick_context(nb) -> None:
+    """Clear every selection, wait for the grid to settle, choose the context tool."""
+    button(nb.page, "rewidget-clear-all").click()
+    kernel_wait(nb.kc, "not session.context and session.copy is None and session.paste is None")
+    settle(nb)
+    tool(nb.page, "context")
+    kernel_wait(nb.kc, "app.painter.tool == 'context'")
+
+
 def test_a_stroke_during_statistics_reaches_the_kernel_within_a_second(nb):
     """Heavy work (statistics for every layer, collected again) must not hold up painting."""
     page = nb.page
-    button(page, "rewidget-clear-all").click()
-    kernel_wait(nb.kc, "not session.context")
-    settle(nb)
-    tool(page, "context")
-    kernel_wait(nb.kc, "app.painter.tool == 'context'")
+    clear_and_pick_context(nb)
     nb.kc.execute("app.tasks.run('Statistics again', lambda progress, cancel: "
                   "session.statistics_for(None, progress=progress, cancel=cancel, refresh=True))",
                   silent=True)
@@ -191,11 +196,7 @@ def test_a_stroke_during_statistics_reaches_the_kernel_within_a_second(nb):
 
 def test_mouse_drag_sets_context_mask_in_kernel(nb):
     page = nb.page
-    button(page, "rewidget-clear-all").click()
-    kernel_wait(nb.kc, "not session.context and session.copy is None and session.paste is None")
-    settle(nb)
-    tool(page, "context")
-    kernel_wait(nb.kc, "app.painter.tool == 'context'")
+    clear_and_pick_context(nb)
     drag(page, page.locator(PAINTER).first, [(0.25, 0.38), (0.5, 0.4), (0.75, 0.38)])
     kernel_wait(nb.kc, "len(session.context) == 1")
     painted = kernel_eval(nb.kc, "int((app.painter.mask('context') > 0).sum())")
