@@ -296,6 +296,29 @@ def test_paste_again_keeps_the_paste_and_places_another(app, tiny_session):
     assert s.paste is None and not s.more_pastes and s.copy is not None
 
 
+def test_paste_on_all_and_replace(app, tiny_session):
+    s = tiny_session
+    app.paste_all_button.click()  # nothing placed yet: a clear message, nothing changes
+    assert app.wait()
+    assert app.messages.kind == "error" and "no placed paste" in app.messages.last
+    full_selection(app)  # context on samples 0 and 5, the copy placed on sample 0's
+    app.paste_all_button.click()
+    assert app.wait()
+    assert "placed on 1 more context object(s), 2 in all" in app.messages.last
+    assert [p.sample.seed for _, p in s.pastes_placed()] == [0, 5]
+    app.paste_all_button.click()
+    assert app.wait()
+    assert "every painted context object has a paste already" in app.messages.last
+    app.replace.value = True
+    assert app.wait()
+    assert s.replace and s.request(layer="main.7").replace
+    rewrite(app)
+    assert len(s.history) == 1 and s.last_edit.request.replace
+    s.set_replace(False)  # the session's own change reaches the checkbox
+    assert app.wait()
+    assert app.replace.value is False
+
+
 def test_clear_tools_and_clear_all(app, tiny_session):
     s = tiny_session
     full_selection(app)

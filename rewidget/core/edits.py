@@ -84,7 +84,9 @@ def build_targets(gen: Generator, mem: LinearMemory, request: EditRequest,
                   keys_of) -> list[Target]:
     if request.kind == "paste":
         return [paste_target(mem, keys_of(copy.sample), copy.mask, keys_of(paste.sample),
-                             paste.offset, gen.image_size) for copy, paste in request.pastes]
+                             paste.offset, gen.image_size,
+                             request.context_on(paste.sample) if request.replace else None)
+                for copy, paste in request.pastes]
     return [erase_target(mem, keys_of(sel.sample), sel.mask) for sel in request.context]
 
 

@@ -131,6 +131,8 @@ def shift(t: torch.Tensor, offset: tuple[float, float], image_size: int) -> torc
     if dx == int(dx) and dy == int(dy):
         out = torch.zeros_like(t)
         dx, dy = int(dx), int(dy)
+        if abs(dx) >= w or abs(dy) >= h:  # moved wholly out of the map
+            return out
         ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
         xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
         out[..., yd, xd] = t[..., ys, xs]
@@ -205,3 +207,21 @@ def bounding_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) of the non-zero pixels, x1/y1 exclusive."""
     ys, xs = np.nonzero(mask)
     return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def parts_touching(mask: np.ndarray, region: torch.Tensor) -> np.ndarray:
+    """The connected parts (8-neighbour) of the uint8 (H, W) ``mask`` that ``region`` (an
+    (H, W) weight map at the same size, e.g. a pasted copy's footprint) overlaps: uint8, with
+    ``mask``'s values there and 0 elsewhere (all zero when ``region`` misses the mask).
+
+    Replacing pastes use it: the context object under a paste is the part of the context the
+    paste lands on, not every context object of that image.
+    """
+    m = np.asarray(mask)
+    inside = torch.from_numpy(m > 0)
+    grown = inside & (region.detach().cpu() > MIN_MASK_WEIGHT)
+    while True:  # reconstruction by dilation: grow the seeds inside the mask until stable
+        step = F.max_pool2d(grown[None, None].float(), 3, 1, 1)[0, 0].bool() & inside
+        if torch.equal(step, grown):
+            return np.where(grown.numpy(), m, 0).astype(np.uint8)
+        grown = step

@@ -204,6 +204,10 @@ class EditRequest:
     #: share (0 ≤ p < 1) of the energy of automatically sampled keys where the context does not
     #: fire that D is kept orthogonal to (0: off); see edits.protected_keys
     protect: float = 0.0
+    #: a replacing paste: on each paste target, the context object the copy lands on is filled
+    #: from its surroundings first, so the part the copy does not cover goes too (roof → crown
+    #: leaves sky beside the crown, not roof); see targets.paste_target
+    replace: bool = False
 
     def __post_init__(self) -> None:
         for name in ("layer", "model", "kind", "solver", "direction_rule"):
@@ -245,6 +249,14 @@ class EditRequest:
                 or not 0 <= self.protect < 1:
             raise RewriteError(f"protect={self.protect!r} is not a share in [0, 1).",
                                "pass protect=0 (off) or e.g. 0.9.")
+        if not isinstance(self.replace, (bool, np.bool_)):
+            raise RewriteError(f"replace={self.replace!r} is not True or False.",
+                               "pass replace=True (the paste replaces the context it lands on) "
+                               "or False.")
+        object.__setattr__(self, "replace", bool(self.replace))
+        if self.replace and self.kind != "paste":
+            raise RewriteError(f"A {self.kind} edit has no paste to replace the context with.",
+                               "drop replace=True, or make it a paste edit.")
         pairs = tuple(tuple(p) if isinstance(p, (tuple, list)) else p for p in self.more_pastes)
         for p in pairs:
             if not (isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], Selection)
@@ -280,6 +292,11 @@ class EditRequest:
                 raise RewriteError("The copy has not been pasted.",
                                    "choose a target sample and place the pasted patch on it.")
 
+    def context_on(self, sample: Sample) -> np.ndarray | None:
+        """The union (max) of the context masks painted on ``sample``, or None."""
+        masks = [c.mask for c in self.context if c.sample == sample]
+        return np.maximum.reduce(masks) if masks else None
+
     @property
     def pastes(self) -> list[tuple[Selection, Paste]]:
         """Every (copy, paste) goal: the first pair, then ``more_pastes``."""
@@ -300,6 +317,8 @@ class EditRequest:
             out["keep"] = [k.to_json() for k in self.keep]
         if self.protect:
             out["protect"] = float(self.protect)
+        if self.replace:
+            out["replace"] = True
         if self.more_pastes:  # only when used: requests without it keep their exact old form
             out["more_pastes"] = [{"copy": c.to_json(), "paste": _paste_json(p)}
                                   for c, p in self.more_pastes]
@@ -353,6 +372,7 @@ class EditRequest:
             keep=tuple(Selection.from_json(k, "keep")
                        for k in _typed(obj.get("keep", []), list, "keep")),
             protect=_typed(obj.get("protect", 0.0), (int, float), "protect"),
+            replace=_typed(obj.get("replace", False), bool, "replace"),
         )
 
 

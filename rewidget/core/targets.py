@@ -6,6 +6,10 @@
 
     t = erase_target(mem, keys, mask)   # goal: the region filled in from its surroundings
 
+    t = paste_target(..., replace_mask=ctx_mask)   # a replacing paste: the context object the
+        # copy lands on is filled from its surroundings first, so what the copy does not cover
+        # disappears too (a roof replaced by a round crown leaves sky, not roof, beside it)
+
 A Target pairs keys with the values they should produce; the solvers fit Λ to a list of them.
 """
 
@@ -18,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import RewriteError
-from .masks import MIN_MASK_WEIGHT, mask_at, shift
+from .masks import MIN_MASK_WEIGHT, mask_at, parts_touching, shift
 from .memory import LinearMemory
 
 
@@ -39,9 +43,22 @@ def _value_grid(values: torch.Tensor) -> tuple[int, int]:
     return tuple(values.shape[-2:])
 
 
+def replaced_region(replace_mask: np.ndarray, copy_mask: np.ndarray,
+                    offset: tuple[float, float], image_size: int) -> np.ndarray:
+    """(H, W) uint8 at image resolution: the parts of ``replace_mask`` (the target's context)
+    that the copy, moved by ``offset``, lands on."""
+    moved = shift(mask_at(copy_mask, copy_mask.shape)[None, None], offset, image_size)[0, 0]
+    return parts_touching(replace_mask, moved)
+
+
 def paste_target(mem: LinearMemory, src_keys: torch.Tensor, copy_mask: np.ndarray,
-                 dst_keys: torch.Tensor, offset: tuple[float, float], image_size: int) -> Target:
-    """Goal: the copied region's values from the source, moved by ``offset`` into the target."""
+                 dst_keys: torch.Tensor, offset: tuple[float, float], image_size: int,
+                 replace_mask: np.ndarray | None = None) -> Target:
+    """Goal: the copied region's values from the source, moved by ``offset`` into the target.
+
+    ``replace_mask`` (the target's context, image resolution): the context parts the copy lands
+    on are first filled from their surroundings, and count in the goal too. Ignored by layers
+    without a spatial grid (there the copy's value replaces the whole value already)."""
     with torch.no_grad():
         src_vals = mem.values(src_keys)
         dst_vals = mem.values(dst_keys)
@@ -60,8 +77,19 @@ def paste_target(mem: LinearMemory, src_keys: torch.Tensor, copy_mask: np.ndarra
             f"The paste lands outside the image: only {inside:.0%} of the copied region is inside "
             f"at offset {tuple(offset)}.",
             "move the pasted patch (drag it) so most of it lies inside the target image.")
+    weight = moved_m
+    if replace_mask is not None:
+        fill = mask_at(replaced_region(replace_mask, copy_mask, offset, image_size), grid,
+                       src_vals.device)
+        hole = (fill > MIN_MASK_WEIGHT) | (moved_m > MIN_MASK_WEIGHT)
+        if bool(hole.all()):
+            raise RewriteError("The replaced context and the paste cover the whole image, so "
+                               "there are no surroundings to fill the context from.",
+                               "paint the context only on the object the paste replaces.")
+        dst_vals = _inpaint(dst_vals, hole)
+        weight = torch.maximum(moved_m, fill)
     goal = dst_vals * (1 - moved_m) + moved_v * moved_m
-    return Target(dst_keys, goal, moved_m)
+    return Target(dst_keys, goal, weight)
 
 
 def _inpaint(values: torch.Tensor, hole: torch.Tensor, iterations: int = 200) -> torch.Tensor:

@@ -36,7 +36,7 @@ from .errors import RewriteError, check_finite
 from .masks import MIN_MASK_WEIGHT, mask_at, shift
 from .memory import LinearMemory
 from .progress import CancelToken, ProgressFn, check_cancel, report
-from .targets import _inpaint
+from .targets import _inpaint, replaced_region
 
 
 @dataclass(frozen=True)
@@ -73,11 +73,29 @@ def output_goals(gen, request, keys_of, latents_of, grow: int = 0) -> OutputGoal
     goal, weight = out.clone(), torch.zeros_like(out[:, :1])
     index = {s: i for i, s in enumerate(samples)}
     if kind == "paste":
+        placed = []
         for copy, paste in request.pastes:
-            with torch.no_grad():
-                src = gen.forward(latents_of(copy.sample))
             m = mask_at(_grown(copy.mask, grow), (size, size), out.device)[None, None]
             region = shift(m, paste.offset, gen.image_size).clamp(0, 1)[0]
+            placed.append((copy, paste, region))
+            ctx = request.context_on(paste.sample) if request.replace else None
+            if ctx is not None:  # the context object the copy lands on goes first (fill)
+                fill = mask_at(replaced_region(ctx, copy.mask, paste.offset, gen.image_size),
+                               (size, size), out.device)[None]
+                weight[index[paste.sample]] = torch.maximum(weight[index[paste.sample]], fill)
+        for i in sorted({index[p.sample] for _, p, _ in placed}) if request.replace else ():
+            covered = weight[i, 0] > MIN_MASK_WEIGHT
+            for _, p, region in placed:
+                if index[p.sample] == i:
+                    covered = covered | (region[0] > MIN_MASK_WEIGHT)
+            if bool(covered.all()):
+                raise RewriteError("The replaced context and the pastes cover the whole image, "
+                                   "so there are no surroundings to fill the context from.",
+                                   "paint the context only on the objects the pastes replace.")
+            goal[i] = _inpaint(goal[i:i + 1], covered)[0]
+        for copy, paste, region in placed:
+            with torch.no_grad():
+                src = gen.forward(latents_of(copy.sample))
             moved = shift(src, paste.offset, gen.image_size)[0]
             i = index[paste.sample]
             goal[i] = goal[i] * (1 - region) + moved * region

@@ -52,6 +52,7 @@ from ..core.export import load_delta, save_delta, save_state_dict
 from ..core.history import EditHistory, write_count
 from ..core.masks import as_mask, check_mask_size
 from ..core.memory import memory_for
+from ..core.placement import place_on_parts
 from ..core.progress import CancelToken, ProgressFn, check_cancel, report
 from ..core.requests import (
     MAX_REQUEST_CHARS,
@@ -120,7 +121,7 @@ class RewriteSession:
     def __init__(self, model: str | GeneratorAdapter = "dcgan-faces", *, device=None,
                  layer: str | None = None, rank: int = 1, solver: str = "exact",
                  direction_rule: str = DEFAULT_RULE, protect: float = 0.0,
-                 stats_samples: int | str = "auto", cache_dir: str | Path | None = None,
+                 replace: bool = False, stats_samples: int | str = "auto", cache_dir: str | Path | None = None,
                  grid: Sequence[int] = range(16), quiet: bool = False) -> None:
         if not isinstance(model, (str, GeneratorAdapter)) and not all(
                 hasattr(model, a) for a in ("latents", "layer_names", "layer", "keys")):
@@ -145,6 +146,9 @@ class RewriteSession:
         self.direction_rule = check_rule(direction_rule)
         EditRequest(layer="", protect=protect)  # validates: a share in [0, 1)
         self.protect = float(protect)
+        EditRequest(layer="", replace=replace)  # validates: True or False
+        #: pastes replace the context object they land on (EditRequest.replace)
+        self.replace = bool(replace)
         self.keep: list[Selection] = []  # regions whose output the edit must leave alone
         if stats_samples != "auto" and (isinstance(stats_samples, (bool, np.bool_))
                                         or not isinstance(stats_samples, (int, np.integer))
@@ -352,6 +356,47 @@ class RewriteSession:
         self._emit("selection", what="paste")
         return n
 
+    def paste_on_context(self) -> int:
+        """Place the copy on every part of the context the pastes do not cover yet, as the
+        latest paste sits on its own part; returns how many pastes were added.
+
+        A part is a connected region of a context mask (a roof, an eye band). The latest paste
+        (or the last kept one) gives the placement: on each axis the pasted copy keeps its
+        distance to whichever of the part's edges or centre it lies nearest to (a crown resting
+        on a roof's base, centred on it, rests on every roof's base). Parts where the copy would
+        land mostly outside the image are skipped. All or nothing: on an error no paste is added.
+        """
+        with self.lock:
+            template = (self.copy, self.paste) if self.paste is not None else \
+                (self.more_pastes[-1] if self.more_pastes else None)
+            if self.copy is None or template is None:
+                raise RewriteError("There is no placed paste to repeat.",
+                                   "place the copied object on one context object with the "
+                                   "paste tool first.")
+            placed = list(self.pastes_placed())
+            new = place_on_parts(self.context, template, placed, self.gen.image_size)
+            if new:
+                if self.paste is not None:
+                    self.more_pastes.append((self.copy, self.paste))
+                    self.paste = None
+                self.more_pastes.extend(new)
+        self._emit("selection", what="paste")
+        return len(new)
+
+    def pastes_placed(self) -> list[tuple[Selection, Paste]]:
+        """Every (copy, paste) placed so far: the current paste, then the kept ones."""
+        with self.lock:
+            first = [(self.copy, self.paste)] if self.copy is not None and \
+                self.paste is not None else []
+            return first + list(self.more_pastes)
+
+    def set_replace(self, on: bool) -> None:
+        """Pastes replace the context object they land on (True) or draw over it (False)."""
+        EditRequest(layer=self.layer, replace=on)  # validates: True or False
+        with self.lock:
+            self.replace = bool(on)
+        self._emit("selection", what="paste")
+
     def clear_copy(self) -> None:
         """Drop the copy, and every paste that placed it."""
         with self.lock:
@@ -518,6 +563,7 @@ class RewriteSession:
                           solver=solver, context=tuple(self.context),
                           direction_rule=direction_rule or self.direction_rule,
                           keep=tuple(self.keep), protect=self.protect,
+                          replace=self.replace and kind == "paste",
                           copy=self.copy if kind == "paste" else None,
                           paste=self.paste if kind == "paste" else None,
                           more_pastes=tuple(self.more_pastes) if kind == "paste" else (),
@@ -864,6 +910,7 @@ class RewriteSession:
             self.layer, self.rank, self.solver = request.layer, request.rank, request.solver
             self.direction_rule = request.direction_rule
             self.keep, self.protect = list(request.keep), request.protect
+            self.replace = request.replace
             self.context = list(request.context)
             self.copy, self.paste = request.copy, request.paste
             self.more_pastes = list(request.more_pastes)

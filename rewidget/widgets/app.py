@@ -65,6 +65,9 @@ HELP = """How to rewrite a rule
    Each painted sample joins the context tray (click a thumbnail to remove it).
 2. Copy (x): paint the object to insert, on any sample.
 3. Paste (v): click a target sample, then drag the copied object into place.
+   Paste again places it once more; Paste on all places it on every painted context
+   object as it sits on this one. With replace, the paste replaces the context
+   object it lands on (what the copy does not cover is filled from around it).
    Optional, keep (k): paint what the edit must not change; auto-protect keeps it away
    from keys where the context does not fire.
 4. Suggest: every layer x rank is solved and scored (effect, collateral, realism:
@@ -242,6 +245,17 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
             "Paste again", "rewidget-paste-again", "plus",
             "Keep this paste and place the copy once more (another roof, another sample): "
             "all pastes are solved together, so the rule generalises better", width="112px")
+        self.paste_all_button = _button(
+            "Paste on all", "rewidget-paste-all", "clone",
+            "Place the copy on every painted context object no paste covers yet, as it sits on "
+            "its own object (a crown resting on one roof rests on every roof)", width="116px")
+        self.replace = w.Checkbox(value=s.replace, description="replace", indent=False,
+                                  tooltip="The paste replaces the context object it lands on: "
+                                          "what the copy does not cover is filled from the "
+                                          "surroundings (a roof turned crown leaves sky, not "
+                                          "roof, beside it)",
+                                  layout=w.Layout(width="84px"))
+        self.replace.add_class("rewidget-replace")
         self.clear_button = _button("Clear", "rewidget-clear", "times",
                                     "Clear the current tool's selection on this sample",
                                     width="70px")
@@ -302,7 +316,8 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
                     self.undo_button, self.redo_button, self.reset_button], layout=row),
         ])
         painter_box = w.VBox(
-            [w.HBox([self.tool, self.eraser, self.paste_again_button], layout=row),
+            [w.HBox([self.tool, self.eraser], layout=row),
+             w.HBox([self.paste_again_button, self.paste_all_button, self.replace], layout=row),
              w.HBox([self.brush, self.clear_button], layout=row),
              self.painter, self.painter_caption],
             layout=w.Layout(align_items="flex-start", margin="0 12px 0 0"))
@@ -344,6 +359,8 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
         self.clear_button.on_click(self._guard(lambda _: self.clear(self.painter.tool)))
         self.clear_all_button.on_click(self._guard(lambda _: self.clear(None)))
         self.paste_again_button.on_click(self._guard(lambda _: self.paste_again()))
+        self.paste_all_button.on_click(self._guard(lambda _: self.paste_on_all()))
+        self.replace.observe(self._guard(self._on_replace), names="value")
         self.grid.on_select(self._guard(self._on_grid_click))
         self.grid.schedule = lambda fn: self._mark("grid")  # the view changes; data may too
         self.grid.observe(self._guard(self._on_match_toggle), names="show_match")
@@ -446,6 +463,19 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
         Runs after any stroke still on its way to the session (the task queue is ordered).
         """
         self._submit(self._keep_paste, "Keeping the paste")
+
+    def paste_on_all(self) -> None:
+        """Place the copy on every context object no paste covers yet (session.paste_on_context).
+        """
+        def job() -> None:
+            n = self.session.paste_on_context()
+            total = len(self.session.pastes_placed())
+            self.messages.info(
+                f"Paste on all: the copy placed on {n} more context object(s), {total} in all "
+                "(drawn in green where they land); they are solved together." if n else
+                "Paste on all: every painted context object has a paste already (paint context "
+                "on more samples to teach the rule on more examples).")
+        self._submit(job, "Placing the copy on every context object")
 
     def new_batch(self, n: int | None = None) -> None:
         """Show ``n`` (default: as many as now) random samples."""
@@ -715,6 +745,11 @@ class RewriteApp(SessionView, SuggestFlow, w.VBox):
         share = 0.9 if change["new"] else 0.0
         if share != self.session.protect:  # not an echo of the session's own value
             self._submit(lambda: self.session.set_protect(share), "Setting auto-protect")
+
+    def _on_replace(self, change: dict) -> None:
+        if bool(change["new"]) != self.session.replace:  # not an echo of the session's value
+            self._submit(lambda: self.session.set_replace(bool(change["new"])),
+                         "Setting replace")
 
     def _on_solver(self, change: dict) -> None:
         self.session.solver = change["new"]

@@ -95,8 +95,15 @@ class SessionView:
             self.rank.value = self.rank_choice
         if self.solver.value != s.solver:
             self.solver.value = s.solver
+        self._refresh_toggles()
+
+    def _refresh_toggles(self) -> None:
+        """The checkboxes mirror the session (set in code, or by a loaded request)."""
+        s = self.session
         if self.protect.value != (s.protect > 0):
             self.protect.value = s.protect > 0
+        if self.replace.value != s.replace:
+            self.replace.value = s.replace
 
     def _refresh_grid(self) -> None:
         s = self.session
@@ -284,6 +291,7 @@ class SessionView:
 
     def _refresh_status(self) -> None:
         s = self.session
+        self._refresh_toggles()
         ctx = list(s.context)
         parts = []
         if ctx:
