@@ -18,8 +18,6 @@ from rewidget.core.placement import mask_parts, place_on_parts
 from rewidget.core.requests import EditRequest, Paste, Sample, Selection
 from rewidget.core.targets import _inpaint, paste_target
 
-from .conftest import box
-
 S = 32
 LAYER = "main.7"
 
