@@ -24,7 +24,8 @@ sys.path.insert(0, str(HERE))
 
 from rule_scoring import components, dilate, roof_tips  # noqa: E402
 
-from rewidget.core.masks import shift  # noqa: E402
+from rewidget.core.masks import bounding_box, shift  # noqa: E402
+from rewidget.core.placement import place_on_parts  # noqa: E402
 from rewidget.core.requests import EditRequest, Paste, Sample, Selection  # noqa: E402
 from rewidget.core.solve import DEFAULT_OPTIONS  # noqa: E402
 from rewidget.models import load  # noqa: E402
@@ -112,6 +113,33 @@ def roof_to_tree(p: ScenesPool, every_roof_on: int = N_PASTED) -> EditRequest:
     return dataclasses.replace(req, more_pastes=more)
 
 
+#: roof_to_tree_all: samples whose every roof is context and gets a crown (found by "Paste on all")
+N_ALL = 30
+
+
+def roof_to_tree_all(p: ScenesPool, n: int = N_ALL) -> EditRequest:
+    """Roofs become tree crowns, taught as a user would with "replace" and "Paste on all":
+    context = every roof on ``n`` samples; the copy = one whole crown (the pool's median-sized
+    one, none of the grass around it); one paste placed by hand on the first roof — centred on
+    it, its lowest row on the roof's lowest row (a crown resting on the tower) — and repeated on
+    every other roof by the session's placement (core/placement.py); replace=True, so what the
+    crown does not cover of each roof is filled from its surroundings (sky)."""
+    ctx = p.pick(lambda c: len(components(c == S.ROOF, 30)) >= 2, n)
+    crowns = sorted(((comp, s) for s, c, ok in zip(p.seeds, p.cm, p.clean, strict=True) if ok
+                     for comp in components(c == S.TREE, 60)[:1]),
+                    key=lambda x: (int(x[0].sum()), x[1]))
+    crown, src = crowns[len(crowns) // 2]
+    roof = components(p.cm[ctx[0]] == S.ROOF, 30)[0]
+    rx0, _, rx1, ry1 = bounding_box(roof)
+    cx0, _, cx1, cy1 = bounding_box(crown)
+    first = (Selection(Sample(src), crown),
+             Paste(Sample(ctx[0]), (round((rx0 + rx1 - cx0 - cx1) / 2), ry1 - cy1)))
+    context = [Selection(Sample(s), p.cm[s] == S.ROOF) for s in ctx]
+    more = place_on_parts(context, first, [first], 64)
+    req = _request("paste", "scenes", context, *first)
+    return dataclasses.replace(req, more_pastes=tuple(more), replace=True)
+
+
 def roof_to_tree_one_paste(p: ScenesPool) -> EditRequest:
     """The same edit taught the paper's way: the crown pasted on one roof only."""
     return roof_to_tree(p, every_roof_on=0)
@@ -167,6 +195,7 @@ def faces_close_mouths() -> EditRequest:
 
 
 SCENES_EDITS = {"roof_to_tree": roof_to_tree, "roof_to_tree_one_paste": roof_to_tree_one_paste,
+                "roof_to_tree_all": roof_to_tree_all,
                 "windows_erase": windows_erase,
                 "sun_erase": sun_erase, "roof_flat": roof_flat}
 FACES_EDITS = {"faces_glasses": faces_glasses, "faces_close_mouths": faces_close_mouths}

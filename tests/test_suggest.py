@@ -87,7 +87,23 @@ def test_with_pastes_on_two_samples_the_best_are_also_solved_through_the_output(
         assert torch.equal(w, s.gen.layer(n).weight), n
     output = [c for c in sug.candidates if c.edit.request.solver == "output"]
     last = s.gen.layer_names()[-1]
-    assert len(output) == 2 and all(c.layer != last and "output" in c.label() for c in output)
+    assert all(c.layer != last and "output" in c.label() for c in output)
+    # two settings, each at both ridges; when the best of them sits at the top rank (3), it is
+    # solved once more at twice that rank (the adaptive ladder), else not
+    ladder = [c for c in output if c.rank in (1, 2, 3)]
+    wide = [c for c in output if c.rank not in (1, 2, 3)]
+    settings: dict = {}
+    for c in ladder:
+        settings.setdefault((c.layer, c.rank, c.rule), set()).add(
+            c.edit.request.solver_options["ridge"])
+    assert len(ladder) == 4 and len(settings) == 2
+    assert all(r == {0.1, 1.0} for r in settings.values())
+    top = max(ladder, key=lambda c: c.score)
+    assert len(wide) == (1 if top.rank == 3 else 0)
+    if wide:
+        assert (wide[0].layer, wide[0].rank, wide[0].rule) == (top.layer, 6, top.rule)
+        assert wide[0].edit.request.solver_options["ridge"] == \
+            top.edit.request.solver_options["ridge"]
     for c in output:  # fitted from the exact solution toward the goal drawn in the output
         fit, rep = c.edit.report["output_l1"], c.edit.report
         assert fit["installed"] < min(fit["start"], fit["unchanged"])

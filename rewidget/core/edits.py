@@ -37,7 +37,7 @@ from .solve import (
     solve_exact,
     solve_iterative,
 )
-from .targets import Target, erase_target, paste_target
+from .targets import Target, erase_target, paste_target, replace_fills
 from .through import output_errors, output_goals, solve_output
 
 _ids = itertools.count(1)
@@ -83,9 +83,12 @@ def sample_latents(gen: Generator, samples: list[Sample]) -> torch.Tensor:
 def build_targets(gen: Generator, mem: LinearMemory, request: EditRequest,
                   keys_of) -> list[Target]:
     if request.kind == "paste":
+        fills = replace_fills(mem, request.pastes, keys_of, request.context_on,
+                              gen.image_size) if request.replace else {}
         return [paste_target(mem, keys_of(copy.sample), copy.mask, keys_of(paste.sample),
                              paste.offset, gen.image_size,
-                             request.context_on(paste.sample) if request.replace else None)
+                             request.context_on(paste.sample) if request.replace else None,
+                             fills.get(paste.sample))
                 for copy, paste in request.pastes]
     return [erase_target(mem, keys_of(sel.sample), sel.mask) for sel in request.context]
 

@@ -53,11 +53,14 @@ def replaced_region(replace_mask: np.ndarray, copy_mask: np.ndarray,
 
 def paste_target(mem: LinearMemory, src_keys: torch.Tensor, copy_mask: np.ndarray,
                  dst_keys: torch.Tensor, offset: tuple[float, float], image_size: int,
-                 replace_mask: np.ndarray | None = None) -> Target:
+                 replace_mask: np.ndarray | None = None,
+                 background: torch.Tensor | None = None) -> Target:
     """Goal: the copied region's values from the source, moved by ``offset`` into the target.
 
     ``replace_mask`` (the target's context, image resolution): the context parts the copy lands
-    on are first filled from their surroundings, and count in the goal too. Ignored by layers
+    on are first filled from their surroundings, and count in the goal too. ``background``
+    (1, C_out, H', W'): the target's values already filled that way (replace_fills, for all of
+    one sample's pastes at once); by default they are filled here. Both are ignored by layers
     without a spatial grid (there the copy's value replaces the whole value already)."""
     with torch.no_grad():
         src_vals = mem.values(src_keys)
@@ -81,24 +84,60 @@ def paste_target(mem: LinearMemory, src_keys: torch.Tensor, copy_mask: np.ndarra
     if replace_mask is not None:
         fill = mask_at(replaced_region(replace_mask, copy_mask, offset, image_size), grid,
                        src_vals.device)
-        hole = (fill > MIN_MASK_WEIGHT) | (moved_m > MIN_MASK_WEIGHT)
-        if bool(hole.all()):
-            raise RewriteError("The replaced context and the paste cover the whole image, so "
-                               "there are no surroundings to fill the context from.",
-                               "paint the context only on the object the paste replaces.")
-        dst_vals = _inpaint(dst_vals, hole)
+        if background is None:
+            background = _fill(dst_vals, (fill > MIN_MASK_WEIGHT) | (moved_m > MIN_MASK_WEIGHT))
+        dst_vals = background
         weight = torch.maximum(moved_m, fill)
     goal = dst_vals * (1 - moved_m) + moved_v * moved_m
     return Target(dst_keys, goal, weight)
 
 
+def _fill(values: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    if bool(hole.reshape(hole.shape[0] if hole.dim() == 3 else 1, -1).all(1).any()):
+        raise RewriteError("The replaced context and the pastes cover the whole image, so there "
+                           "are no surroundings to fill the context from.",
+                           "paint the context only on the objects the pastes replace.")
+    return _inpaint(values, hole)
+
+
+def replace_fills(mem: LinearMemory, pastes: list, keys_of, context_on, image_size: int
+                  ) -> dict:
+    """{sample: (1, C_out, H', W')} for replacing pastes: each target sample's values with every
+    context part a paste lands on, and the pasted copies' places, filled from the surroundings
+    (one hole per sample, all samples in one pass; as the output solver's goal does)."""
+    samples = list({p.sample: None for _, p in pastes})
+    with torch.no_grad():
+        vals = mem.values(torch.cat([keys_of(smp) for smp in samples]))
+    if not mem.spatial:
+        return {}
+    grid = _value_grid(vals)
+    holes = torch.zeros(len(samples), *grid, dtype=torch.bool, device=vals.device)
+    for copy, paste in pastes:
+        i = samples.index(paste.sample)
+        m = shift(mask_at(copy.mask, grid, vals.device)[None, None], paste.offset, image_size)
+        holes[i] |= m[0, 0] > MIN_MASK_WEIGHT
+        ctx = context_on(paste.sample)
+        if ctx is not None:
+            fill = mask_at(replaced_region(ctx, copy.mask, paste.offset, image_size), grid,
+                           vals.device)
+            holes[i] |= fill > MIN_MASK_WEIGHT
+    filled = _fill(vals, holes)
+    return {smp: filled[i:i + 1] for i, smp in enumerate(samples)}
+
+
 def _inpaint(values: torch.Tensor, hole: torch.Tensor, iterations: int = 200) -> torch.Tensor:
-    """Harmonic fill of ``hole`` (H, W bool) from the values around it (Jacobi iterations)."""
-    known = (~hole).to(values.dtype)[None, None]
+    """Harmonic fill of ``hole`` from the values around it (Jacobi iterations).
+
+    ``values`` (N, C, H, W); ``hole`` (H, W) bool for every sample, or (N, H, W) one per sample
+    (filled in one batched pass: one call for many samples costs about what one did)."""
+    holes = hole[None].expand(values.shape[0], -1, -1) if hole.dim() == 2 else hole
+    known = (~holes).to(values.dtype)[:, None]  # (N, 1, H, W)
     out = values.clone()
-    ring = F.max_pool2d(hole.to(values.dtype)[None, None], 3, 1, 1)[0, 0].bool() & ~hole
-    start = values[..., ring].mean(-1) if ring.any() else values[..., ~hole].mean(-1)
-    out[..., hole] = start[..., None]
+    ring = F.max_pool2d(holes.to(values.dtype)[:, None], 3, 1, 1)[:, 0].bool() & ~holes
+    for i in range(values.shape[0]):
+        v, h, r = values[i:i + 1], holes[i], ring[i]
+        start = v[..., r].mean(-1) if r.any() else v[..., ~h].mean(-1)
+        out[i:i + 1][..., h] = start[..., None]
     for _ in range(iterations):
         avg = F.avg_pool2d(out, 3, 1, 1, count_include_pad=False)
         out = out * known + avg * (1 - known)

@@ -117,6 +117,13 @@ def _check_device(device):
     return d
 
 
+#: the output solver's copy growth for replacing pastes: their goal covers the replaced object
+#: already, and a grown copy drags its own surroundings along (grass around a crown pasted into
+#: the sky). Scenes roofs → crowns, 6 replacing pastes, main.9 rank 10, 150 held-out seeds:
+#: grow 2 → 0 took collateral 5.1% → 2.6% and shape efficacy 59.0% → 60.8%
+REPLACE_GROW = 0
+
+
 class RewriteSession:
     def __init__(self, model: str | GeneratorAdapter = "dcgan-faces", *, device=None,
                  layer: str | None = None, rank: int = 1, solver: str = "exact",
@@ -556,6 +563,8 @@ class RewriteSession:
         Solver options not given are filled from the solver's defaults and stored in the request.
         """
         solver = solver or self.solver
+        if solver == "output" and self.replace and kind == "paste":
+            solver_options = {"grow": REPLACE_GROW, **solver_options}
         solver_options = {**DEFAULT_OPTIONS.get(solver, {}), **solver_options}
         layer = layer or self.layer
         req = EditRequest(layer=layer, model=self.gen.name, kind=kind,
