@@ -25,7 +25,8 @@ whitened SVD, "cinv": top singular vectors of C⁻¹K*), solver (and the statist
 are replaced. "exact" and "iterative" use the engine's default options (ridge 0.1; 2001 Adam
 steps, lr 0.2); "exact, ridge 1e-6" is the nearly unregularised least squares, for comparison;
 "output" draws the goal in the generator's output and fits Λ through the later layers
-(core/through.py: 100 Adam steps from the exact solution, copy mask grown 2 px).
+(core/through.py: 100 Adam steps from the exact solution, copy mask grown 2 px; 0 px for
+replacing pastes, as the session asks).
 The best setting of a scenes edit is the highest shape efficacy − shape collateral (ties: the
 lower collateral); the flagship target (shape efficacy ≥ 80% with shape collateral ≤ 3% and
 trunk change ≤ 10%) is met if any setting reaches all three, and the verdict also names the
@@ -64,9 +65,10 @@ from rewidget.core.solve import DEFAULT_OPTIONS  # noqa: E402
 from rewidget.examples import REQUESTS  # noqa: E402
 from rewidget.models import load  # noqa: E402
 from rewidget.models import scenes as S  # noqa: E402
+from rewidget.session.session import REPLACE_GROW  # noqa: E402
 
 HELD_OUT0 = 700_000  # scored seeds: far from the request seeds (0-399) and the statistics' (1e6+)
-FLAGSHIP = "roof_to_tree"
+FLAGSHIP = "roof_to_tree_all"  # the rule taught on every roof of 30 samples (flagship.py)
 TARGET_EFFICACY, TARGET_COLLATERAL, TARGET_TRUNK = 0.80, 0.03, 0.10  # shape-aware
 SEMANTIC_KEYS, SEMANTIC_EFFICACY = 16, 0.60  # at a layer whose keys are ≤ 16×16
 DIRECTION_RULES = ("whitened", "cinv")  # rewidget.core.directions.RULES
@@ -121,8 +123,11 @@ def variant(request: EditRequest, layer: str, rank: int, solver: str, options: d
     """The same selections at another layer / rank / solver (and direction rule, if given;
     None keeps the request's own)."""
     more = {} if direction_rule is None else {"direction_rule": direction_rule}
+    options = dict(options)
+    if solver == "output" and request.replace:  # as the session asks for replacing pastes
+        options["grow"] = REPLACE_GROW
     return dataclasses.replace(request, layer=layer, rank=rank, solver=solver,
-                               solver_options=dict(options), stats_samples=stats_samples, **more)
+                               solver_options=options, stats_samples=stats_samples, **more)
 
 
 # -- rendering held-out seeds from cached keys -----------------------------------------------------

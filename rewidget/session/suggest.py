@@ -77,7 +77,7 @@ ITERATIVE_OPTIONS = {"steps": 301, "lr": 0.2}
 #: triangles at main.12
 OUTPUT_FINALISTS = 2
 #: ...each at every ridge, and the best of them, when its rank is the largest of the ladder,
-#: once more at this many times that rank. Scenes roofs → crowns taught on every roof of 30
+#: once more at this many times that rank (at every ridge). Scenes roofs → crowns taught on every roof of 30
 #: samples (benchmarks/flagship.py, 500 held-out seeds): rank 10 / ridge 0.1 78.7% shape
 #: efficacy, rank 20 / ridge 1 80.1% (collateral 2.8%, trunks 6.1%)
 OUTPUT_RANK_GROWTH = 2
@@ -391,7 +391,8 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
     iterative = int(iterative) if solver == "exact" and several else 0
     output = int(output) if solver == "exact" and several else 0
     total = len(settings) + FINALISTS * len(options) + iterative + \
-        output * (len(options) if solver == "exact" else 1) + (1 if output else 0)
+        output * (len(options) if solver == "exact" else 1) + \
+        (len(options) if solver == "exact" and output else 0)
     candidates, skipped, references = [], [], {}
     views: dict[str, _LayerView] = {}
     problems: dict[str, tuple] = {}  # layer → (EditProblem, CovarianceInverse)
@@ -489,16 +490,15 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
                 for opts in variants:
                     also(how, c.layer, c.rank, c.rule, opts)
         # adaptive rank: when the best output fit sits at the top of the rank ladder, the ladder
-        # grows once (twice the rank, at that fit's ridge)
+        # grows once (twice the rank, at every ridge)
         fits = [c for c in candidates if c.edit.request.solver == "output"]
         if output and fits:
             top = max(fits, key=lambda c: c.score)
             wider = OUTPUT_RANK_GROWTH * top.rank
             if top.rank == max(ranks) and wider <= memory_for(
                     gen.layer(top.layer), top.layer).key_dim:
-                ridge = top.edit.request.solver_options.get("ridge")
-                also("output", top.layer, wider, top.rule,
-                     {} if ridge is None else {"ridge": ridge})
+                for opts in out_opts:
+                    also("output", top.layer, wider, top.rule, opts)
     report(progress, total, total, "suggest: done")
     if not candidates:
         raise RewriteError("No layer and rank could be solved for these selections: "
