@@ -237,6 +237,18 @@ def test_copy_and_paste_by_mouse(nb):
     kernel_wait(nb.kc, "session.paste is not None and len(session.request().pastes) == 2")
     dx, dy = kernel_eval(nb.kc, "tuple(session.paste.offset)")
     assert 4 <= dx <= 8 and abs(dy) <= 2
+    # the replace box reaches the session; "Paste on all" answers in the app's messages (this
+    # target carries no context, so there is no object to repeat the paste on: nothing added)
+    box = page.locator(".rewidget-replace input").first
+    box.scroll_into_view_if_needed()
+    box.click()
+    kernel_wait(nb.kc, "session.replace")
+    box.click()
+    kernel_wait(nb.kc, "not session.replace")
+    button(page, "rewidget-paste-all").click()
+    kernel_wait(nb.kc, "'no object to repeat' in app.messages.last or 'Paste on all' in "
+                "app.messages.last")
+    assert kernel_eval(nb.kc, "len(session.request().pastes)") == 2
 
 
 def test_rewrite_changes_grid_and_undo_restores_exactly(nb):
