@@ -9,6 +9,10 @@
     Cs = cached_second_moments(gen, counts, fingerprint=fp, cache_dir=dir, progress=show)
     C = cached_second_moment(gen, "main.6", n=10_000, fingerprint=fp)   # one layer
 
+    share = batch_share(batch_bounds(counts), rank, world)  # one process's whole batches
+    for done in accumulate_moments(gen, stats, counts, batches=share):
+        pass                                             # then add the shares' stat.total(dim)
+
 One forward pass per batch feeds every layer that still needs samples: the deepest such layer
 stops the pass and forward pre-hooks read the shallower ones on the way. Layer ``l`` always
 sees the statistics seeds ``STATS_SEED_BASE + [0, n_l)``, so its C is the same whether it is
@@ -136,6 +140,23 @@ class SecondMoment:
             raise ValueError("SecondMoment.moment() before any add()")
         return self._sum / self.count
 
+    def total(self, dim: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """A copy of the float64 sum Σ k kᵀ so far, (dim, dim), on ``device`` (default: where
+        it is); zeros before any add(). Partial sums over disjoint samples (other processes'
+        shares) add up to the whole one."""
+        if self._sum is None:
+            return torch.zeros(dim, dim, dtype=torch.float64, device=device)
+        if tuple(self._sum.shape) != (dim, dim):
+            raise ValueError(f"SecondMoment of shape {tuple(self._sum.shape)}, expected {dim}")
+        return self._sum.to(device, copy=True)
+
+    @classmethod
+    def from_total(cls, total: torch.Tensor, count: int) -> SecondMoment:
+        """The moment whose sum is ``total`` (float64) over ``count`` rows, e.g. merged shares."""
+        stat = cls()
+        stat._sum, stat.count = total.to(torch.float64), int(count)
+        return stat
+
 
 def stats_seeds(n: int) -> range:
     return range(STATS_SEED_BASE, STATS_SEED_BASE + n)
@@ -173,6 +194,25 @@ def _batch_ends(counts: Mapping[str, int], batch_size: int) -> list[int]:
     return sorted(ends | {int(n) for n in counts.values()})
 
 
+def batch_bounds(counts: Mapping[str, int], batch_size: int = BATCH_SIZE) -> list[tuple[int, int]]:
+    """The (start, stop) sample ranges, in order, of the batches accumulate_moments runs."""
+    ends = _batch_ends(counts, batch_size)
+    return list(zip([0, *ends[:-1]], ends, strict=True))
+
+
+def batch_share(bounds: Sequence[tuple[int, int]], rank: int, world: int
+                ) -> list[tuple[int, int]]:
+    """Share ``rank`` of ``world`` of ``bounds``: every world-th whole batch from the rank-th.
+
+    The shares are disjoint and together exactly ``bounds``; whole batches keep each float32
+    partial Gram what one process computes, so merged shares give its C up to the float64
+    summation order. Interleaved, not contiguous: with several layers the early batches run
+    deeper (every layer still needs samples), and interleaving spreads them over the ranks."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} is not in [0, {world})")
+    return list(bounds[rank::world])
+
+
 def _adding_hook(stats: Mapping[str, SecondMoment], seen: set[str], layer: str,
                  mem: LinearMemory):
     """A forward pre-hook adding the first input the layer sees in a pass to stats[layer]; added
@@ -187,7 +227,7 @@ def _adding_hook(stats: Mapping[str, SecondMoment], seen: set[str], layer: str,
 def accumulate_moments(gen: Generator, stats: Mapping[str, SecondMoment],
                        counts: Mapping[str, int], batch_size: int = BATCH_SIZE,
                        progress: ProgressFn | None = None, cancel: CancelToken | None = None,
-                       ) -> Iterator[int]:
+                       batches: Sequence[tuple[int, int]] | None = None) -> Iterator[int]:
     """Add the key rows of ``counts[layer]`` statistics samples to ``stats[layer]``, one forward
     pass per batch for all layers; yields the samples done after each batch.
 
@@ -197,6 +237,9 @@ def accumulate_moments(gen: Generator, stats: Mapping[str, SecondMoment],
     alone, so C is bit-for-bit the same as from a collection of that layer alone. (Per-sample
     batched Grams, which skip the rows copy, were 15% faster here but change C in the 7th digit,
     and a replayed request must get the exact C it was made with.)
+
+    ``batches``: only these (start, stop) of ``batch_bounds(counts, batch_size)``, e.g. one
+    process's ``batch_share``; progress then counts the samples of that share.
     """
     mems = {layer: memory_for(gen.layer(layer), layer) for layer in counts}  # validates names
     if any(int(n) < 1 for n in counts.values()):
@@ -205,9 +248,17 @@ def accumulate_moments(gen: Generator, stats: Mapping[str, SecondMoment],
     layers = sorted(counts, key=order.index)  # forward order
     seeds = stats_seeds(max(counts.values(), default=0))
     names = ", ".join(layers)
-    start = 0
+    bounds = batch_bounds(counts, batch_size)
+    if batches is not None:
+        wanted = {(int(a), int(b)) for a, b in batches}
+        if not wanted <= set(bounds):
+            raise ValueError(f"batches {sorted(wanted - set(bounds))} are not batches of "
+                             f"batch_bounds(counts, {batch_size})")
+        bounds = [b for b in bounds if b in wanted]
+    total = sum(stop - start for start, stop in bounds)
+    done = 0
     with torch.inference_mode():
-        for stop in _batch_ends(counts, batch_size):
+        for start, stop in bounds:
             check_cancel(cancel, "Collecting statistics")
             *shallow, deepest = [layer for layer in layers if counts[layer] >= stop]
             seen: set[str] = set()
@@ -227,9 +278,9 @@ def accumulate_moments(gen: Generator, stats: Mapping[str, SecondMoment],
                 raise RuntimeError(f"The forward pass to {deepest!r} never reached {missed}; "
                                    "gen.layer_names() must list layers in forward order.")
             stats[deepest].add(mems[deepest].key_rows(keys))
-            report(progress, stop, len(seeds), f"statistics for {names}")
+            done += stop - start
+            report(progress, done, total, f"statistics for {names}")
             yield stop
-            start = stop
 
 
 def collect_second_moments(gen: Generator, counts: Mapping[str, int],

@@ -76,8 +76,8 @@ ITERATIVE_OPTIONS = {"steps": 301, "lr": 0.2}
 #: scenes it turned roofs into round crowns at main.9 where every layer-goal solve drew
 #: triangles at main.12
 OUTPUT_FINALISTS = 2
-#: ...each at every ridge, and the best of them, when its rank is the largest of the ladder,
-#: once more at this many times that rank (at every ridge). Scenes roofs → crowns taught on every roof of 30
+#: ...for pastes each at every ridge, and the best of them, when its rank is the largest of the
+#: ladder, once more at this many times that rank (at every ridge). Scenes roofs → crowns taught on every roof of 30
 #: samples (benchmarks/flagship.py, 500 held-out seeds): rank 10 / ridge 0.1 78.7% shape
 #: efficacy, rank 20 / ridge 1 80.1% (collateral 2.8%, trunks 6.1%)
 OUTPUT_RANK_GROWTH = 2
@@ -391,8 +391,8 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
     iterative = int(iterative) if solver == "exact" and several else 0
     output = int(output) if solver == "exact" and several else 0
     total = len(settings) + FINALISTS * len(options) + iterative + \
-        output * (len(options) if solver == "exact" else 1) + \
-        (len(options) if solver == "exact" and output else 0)
+        output * (len(options) if solver == "exact" and kind == "paste" else 1) + \
+        (len(options) if solver == "exact" and output and kind == "paste" else 0)
     candidates, skipped, references = [], [], {}
     views: dict[str, _LayerView] = {}
     problems: dict[str, tuple] = {}  # layer → (EditProblem, CovarianceInverse)
@@ -475,8 +475,10 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
             candidates.append(score_candidate(view_of(layer), edit, kind, index))
             return candidates[-1]
 
-        # the output solver at each ridge, as the exact finalists are
-        out_opts = options if solver == "exact" else [{}]
+        # pastes: the output solver at each ridge, as the exact finalists are (erases: at the
+        # default ridge only, and no adaptive rank below: on the scenes windows erase both made
+        # the suggestion pick a main.6 rank-20 fit the ground truth scores 0.20, not 0.96)
+        out_opts = options if solver == "exact" and kind == "paste" else [{}]
         for how, count, variants, where in (
                 ("iterative", iterative, [ITERATIVE_OPTIONS], lambda c: True),
                 ("output", output, out_opts, lambda c: view_of(c.layer).stop is not None)):
@@ -492,7 +494,7 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
         # adaptive rank: when the best output fit sits at the top of the rank ladder, the ladder
         # grows once (twice the rank, at every ridge)
         fits = [c for c in candidates if c.edit.request.solver == "output"]
-        if output and fits:
+        if output and fits and kind == "paste":
             top = max(fits, key=lambda c: c.score)
             wider = OUTPUT_RANK_GROWTH * top.rank
             if top.rank == max(ranks) and wider <= memory_for(
