@@ -128,7 +128,8 @@ class RewriteSession:
     def __init__(self, model: str | GeneratorAdapter = "dcgan-faces", *, device=None,
                  layer: str | None = None, rank: int = 1, solver: str = "exact",
                  direction_rule: str = DEFAULT_RULE, protect: float = 0.0,
-                 replace: bool = False, stats_samples: int | str = "auto", cache_dir: str | Path | None = None,
+                 replace: bool = False, stats_samples: int | str = "auto",
+                 cache_dir: str | Path | None = None,
                  grid: Sequence[int] = range(16), quiet: bool = False) -> None:
         if not isinstance(model, (str, GeneratorAdapter)) and not all(
                 hasattr(model, a) for a in ("latents", "layer_names", "layer", "keys")):
