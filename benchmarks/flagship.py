@@ -32,7 +32,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import make_requests as M  # noqa: E402
-import rule_scoring as RS  # noqa: E402
 from rule_edits import (  # noqa: E402
     HELD_OUT0,
     TARGET_COLLATERAL,
@@ -42,40 +41,13 @@ from rule_edits import (  # noqa: E402
     load_request,
     shrink_png,
 )
+from semantic_layers import Scorer  # noqa: E402
 
 from rewidget import RewriteError, RewriteSession  # noqa: E402
 from rewidget.core.requests import EditRequest  # noqa: E402
 from rewidget.models import scenes as S  # noqa: E402
 
 LAYER = "main.9"
-
-
-class Scorer:
-    """Held-out seeds rendered with an edit installed (then undone), scored against the
-    counterfactual world."""
-
-    def __init__(self, s: RewriteSession, seeds: list[int]) -> None:
-        self.s = s
-        self.z = s.gen.latents(seeds)
-        with torch.no_grad():
-            self.before = s.gen.to_rgb(s.gen.forward(self.z))
-        self.before_maps = RS.segment_both(self.before)
-        self.world = RS.counterfactual_world(self.z.cpu().numpy(), "roof_to_tree")
-        self.ceiling = RS.world_ceiling(self.before_maps, self.world, "tree")
-
-    def after(self, edit) -> np.ndarray:
-        self.s.apply(edit)
-        try:
-            with torch.no_grad():
-                return self.s.gen.to_rgb(self.s.gen.forward(self.z))
-        finally:
-            self.s.undo()
-
-    def __call__(self, edit) -> dict:
-        sc = RS.shape_scores(self.before_maps, RS.segment_both(self.after(edit)), self.world,
-                             "tree")
-        return {k: sc[k] for k in ("shape_efficacy", "target_iou", "shape_collateral",
-                                   "shape_trunk")}
 
 
 def meets(r: dict) -> bool:
@@ -90,6 +62,7 @@ def main(argv=None) -> str:
     ap.add_argument("--out", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # see rewidget/core/serial.py: one thread is faster on 2 busy cores
+    args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     s = RewriteSession("scenes", quiet=True)
     score = Scorer(s, list(range(HELD_OUT0, HELD_OUT0 + args.seeds)))
@@ -110,7 +83,7 @@ def main(argv=None) -> str:
             return
         secs = time.perf_counter() - t
         r = {"variant": name, "pastes": len(request.pastes), "rank": rank, "ridge": ridge,
-             "grow": grow, "seconds": secs, **score(edit)}
+             "grow": grow, "seconds": secs, **score([edit])}
         rows.append(r)
         print(f"{name:44s} r{rank:<2d} ridge {ridge:<4g} grow {grow} efficacy "
               f"{r['shape_efficacy']:.3f} collateral {r['shape_collateral']:.3f} trunk "
@@ -138,10 +111,10 @@ def main(argv=None) -> str:
     sug = s.suggest()
     sug_secs = time.perf_counter() - t
     best = sug.best
-    picked = {"label": best.label(), **score(best.edit), "seconds": sug_secs,
+    picked = {"label": best.label(), **score([best.edit]), "seconds": sug_secs,
               "candidates": len(sug.candidates)}
     print(f"suggested {picked['label']}: {picked}", flush=True)
-    after = score.after(best.edit)
+    after = score.after([best.edit])
 
     show = np.nonzero(score.world["region"].reshape(args.seeds, -1).sum(1) >= 10)[0][:8]
     figure(args.out / "flagship.png", [(

@@ -61,11 +61,10 @@ from rewidget import RewriteError, RewriteSession  # noqa: E402
 from rewidget.core.directions import match_map  # noqa: E402
 from rewidget.core.memory import memory_for  # noqa: E402
 from rewidget.core.requests import EditRequest  # noqa: E402
-from rewidget.core.solve import DEFAULT_OPTIONS  # noqa: E402
+from rewidget.core.solve import DEFAULT_OPTIONS, default_options  # noqa: E402
 from rewidget.examples import REQUESTS  # noqa: E402
 from rewidget.models import load  # noqa: E402
 from rewidget.models import scenes as S  # noqa: E402
-from rewidget.session.session import REPLACE_GROW  # noqa: E402
 
 HELD_OUT0 = 700_000  # scored seeds: far from the request seeds (0-399) and the statistics' (1e6+)
 FLAGSHIP = "roof_to_tree_all"  # the rule taught on every roof of 30 samples (flagship.py)
@@ -123,9 +122,8 @@ def variant(request: EditRequest, layer: str, rank: int, solver: str, options: d
     """The same selections at another layer / rank / solver (and direction rule, if given;
     None keeps the request's own)."""
     more = {} if direction_rule is None else {"direction_rule": direction_rule}
-    options = dict(options)
     if solver == "output" and request.replace:  # as the session asks for replacing pastes
-        options["grow"] = REPLACE_GROW
+        options = {**options, "grow": default_options(solver, True)["grow"]}
     return dataclasses.replace(request, layer=layer, rank=rank, solver=solver,
                                solver_options=options, stats_samples=stats_samples, **more)
 

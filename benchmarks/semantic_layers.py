@@ -65,24 +65,31 @@ def trunk_keep(s: RewriteSession, n: int = 3) -> tuple[Selection, ...]:
 
 
 class Scorer:
+    """Held-out seeds rendered with edits installed (then undone), scored against the
+    roofs → crowns counterfactual world (also used by flagship.py)."""
+
     def __init__(self, s: RewriteSession, seeds: list[int]) -> None:
         self.s = s
         self.z = s.gen.latents(seeds)
         with torch.no_grad():
-            before = s.gen.to_rgb(s.gen.forward(self.z))
-        self.before_maps = RS.segment_both(before)
+            self.before = s.gen.to_rgb(s.gen.forward(self.z))
+        self.before_maps = RS.segment_both(self.before)
         self.world = RS.counterfactual_world(self.z.cpu().numpy(), "roof_to_tree")
+        self.ceiling = RS.world_ceiling(self.before_maps, self.world, "tree")
 
-    def __call__(self, edits) -> dict:
+    def after(self, edits) -> np.ndarray:
         for e in edits:
             self.s.apply(e)
         try:
             with torch.no_grad():
-                after = self.s.gen.to_rgb(self.s.gen.forward(self.z))
+                return self.s.gen.to_rgb(self.s.gen.forward(self.z))
         finally:
             for _ in edits:
                 self.s.undo()
-        sc = RS.shape_scores(self.before_maps, RS.segment_both(after), self.world, "tree")
+
+    def __call__(self, edits) -> dict:
+        sc = RS.shape_scores(self.before_maps, RS.segment_both(self.after(edits)), self.world,
+                             "tree")
         return {k: sc[k] for k in ("shape_efficacy", "target_iou", "shape_collateral",
                                    "shape_trunk")}
 

@@ -85,15 +85,18 @@ def paste_target(mem: LinearMemory, src_keys: torch.Tensor, copy_mask: np.ndarra
         fill = mask_at(replaced_region(replace_mask, copy_mask, offset, image_size), grid,
                        src_vals.device)
         if background is None:
-            background = _fill(dst_vals, (fill > MIN_MASK_WEIGHT) | (moved_m > MIN_MASK_WEIGHT))
+            background = fill_from_surroundings(dst_vals, (fill > MIN_MASK_WEIGHT) | (moved_m > MIN_MASK_WEIGHT))
         dst_vals = background
         weight = torch.maximum(moved_m, fill)
     goal = dst_vals * (1 - moved_m) + moved_v * moved_m
     return Target(dst_keys, goal, weight)
 
 
-def _fill(values: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-    if bool(hole.reshape(hole.shape[0] if hole.dim() == 3 else 1, -1).all(1).any()):
+def fill_from_surroundings(values: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """_inpaint for replacing pastes, refusing a hole (H, W or N, H, W) that leaves no
+    surroundings in some sample."""
+    holes = hole if hole.dim() == 3 else hole[None]
+    if bool(holes.flatten(1).all(1).any()):
         raise RewriteError("The replaced context and the pastes cover the whole image, so there "
                            "are no surroundings to fill the context from.",
                            "paint the context only on the objects the pastes replace.")
@@ -121,7 +124,7 @@ def replace_fills(mem: LinearMemory, pastes: list, keys_of, context_on, image_si
             fill = mask_at(replaced_region(ctx, copy.mask, paste.offset, image_size), grid,
                            vals.device)
             holes[i] |= fill > MIN_MASK_WEIGHT
-    filled = _fill(vals, holes)
+    filled = fill_from_surroundings(vals, holes)
     return {smp: filled[i:i + 1] for i, smp in enumerate(samples)}
 
 

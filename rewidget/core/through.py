@@ -36,7 +36,7 @@ from .errors import RewriteError, check_finite
 from .masks import MIN_MASK_WEIGHT, mask_at, shift
 from .memory import LinearMemory
 from .progress import CancelToken, ProgressFn, check_cancel, report
-from .targets import _inpaint, replaced_region
+from .targets import _inpaint, fill_from_surroundings, replaced_region
 
 
 @dataclass(frozen=True)
@@ -83,20 +83,17 @@ def output_goals(gen, request, keys_of, latents_of, grow: int = 0) -> OutputGoal
                 fill = mask_at(replaced_region(ctx, copy.mask, paste.offset, gen.image_size),
                                (size, size), out.device)[None]
                 weight[index[paste.sample]] = torch.maximum(weight[index[paste.sample]], fill)
-        for i in sorted({index[p.sample] for _, p, _ in placed}) if request.replace else ():
-            covered = weight[i, 0] > MIN_MASK_WEIGHT
+        if request.replace:  # one hole per sample (objects and copies), all filled in one pass
+            covered = weight[:, 0] > MIN_MASK_WEIGHT
             for _, p, region in placed:
-                if index[p.sample] == i:
-                    covered = covered | (region[0] > MIN_MASK_WEIGHT)
-            if bool(covered.all()):
-                raise RewriteError("The replaced context and the pastes cover the whole image, "
-                                   "so there are no surroundings to fill the context from.",
-                                   "paint the context only on the objects the pastes replace.")
-            goal[i] = _inpaint(goal[i:i + 1], covered)[0]
+                covered[index[p.sample]] |= region[0] > MIN_MASK_WEIGHT
+            goal = fill_from_surroundings(goal, covered)
+        sources: dict = {}  # one render per copied sample (Paste on all repeats one copy often)
         for copy, paste, region in placed:
-            with torch.no_grad():
-                src = gen.forward(latents_of(copy.sample))
-            moved = shift(src, paste.offset, gen.image_size)[0]
+            if copy.sample not in sources:
+                with torch.no_grad():
+                    sources[copy.sample] = gen.forward(latents_of(copy.sample))
+            moved = shift(sources[copy.sample], paste.offset, gen.image_size)[0]
             i = index[paste.sample]
             goal[i] = goal[i] * (1 - region) + moved * region
             weight[i] = torch.maximum(weight[i], region)

@@ -65,7 +65,7 @@ from ..core.requests import (
 )
 from ..core.safefiles import atomic_write, read_limited, user_path
 from ..core.serial import serial
-from ..core.solve import DEFAULT_OPTIONS, MIN_IMPROVEMENT, masked_errors
+from ..core.solve import DEFAULT_OPTIONS, MIN_IMPROVEMENT, default_options, masked_errors
 from ..core.statistics import auto_samples, cached_second_moments
 from ..models import GeneratorAdapter, load
 from .bars import Bar
@@ -115,13 +115,6 @@ def _check_device(device):
         raise RewriteError("The mps device is not available on this machine.",
                            "pass device='cpu'.")
     return d
-
-
-#: the output solver's copy growth for replacing pastes: their goal covers the replaced object
-#: already, and a grown copy drags its own surroundings along (grass around a crown pasted into
-#: the sky). Scenes roofs → crowns, 6 replacing pastes, main.9 rank 10, 150 held-out seeds:
-#: grow 2 → 0 took collateral 5.1% → 2.6% and shape efficacy 59.0% → 60.8%
-REPLACE_GROW = 0
 
 
 class RewriteSession:
@@ -564,9 +557,8 @@ class RewriteSession:
         Solver options not given are filled from the solver's defaults and stored in the request.
         """
         solver = solver or self.solver
-        if solver == "output" and self.replace and kind == "paste":
-            solver_options = {"grow": REPLACE_GROW, **solver_options}
-        solver_options = {**DEFAULT_OPTIONS.get(solver, {}), **solver_options}
+        solver_options = {**default_options(solver, self.replace and kind == "paste"),
+                          **solver_options}
         layer = layer or self.layer
         req = EditRequest(layer=layer, model=self.gen.name, kind=kind,
                           rank=self.rank if rank is None else rank,

@@ -390,9 +390,13 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
     several = len(goal_samples) >= MIN_OUTPUT_SAMPLES
     iterative = int(iterative) if solver == "exact" and several else 0
     output = int(output) if solver == "exact" and several else 0
+    # pastes: the output solver at each ridge, as the exact finalists are, and an adaptive rank
+    # (below); erases at the default ridge only, no growth: on the scenes windows erase both made
+    # the suggestion pick a main.6 rank-20 fit the ground truth scores 0.20, not 0.96
+    grows = output > 0 and kind == "paste"
+    out_opts = options if grows else [{}]
     total = len(settings) + FINALISTS * len(options) + iterative + \
-        output * (len(options) if solver == "exact" and kind == "paste" else 1) + \
-        (len(options) if solver == "exact" and output and kind == "paste" else 0)
+        output * len(out_opts) + (len(out_opts) if grows else 0)
     candidates, skipped, references = [], [], {}
     views: dict[str, _LayerView] = {}
     problems: dict[str, tuple] = {}  # layer → (EditProblem, CovarianceInverse)
@@ -475,10 +479,6 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
             candidates.append(score_candidate(view_of(layer), edit, kind, index))
             return candidates[-1]
 
-        # pastes: the output solver at each ridge, as the exact finalists are (erases: at the
-        # default ridge only, and no adaptive rank below: on the scenes windows erase both made
-        # the suggestion pick a main.6 rank-20 fit the ground truth scores 0.20, not 0.96)
-        out_opts = options if solver == "exact" and kind == "paste" else [{}]
         for how, count, variants, where in (
                 ("iterative", iterative, [ITERATIVE_OPTIONS], lambda c: True),
                 ("output", output, out_opts, lambda c: view_of(c.layer).stop is not None)):
@@ -494,7 +494,7 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
         # adaptive rank: when the best output fit sits at the top of the rank ladder, the ladder
         # grows once (twice the rank, at every ridge)
         fits = [c for c in candidates if c.edit.request.solver == "output"]
-        if output and fits and kind == "paste":
+        if grows and fits:
             top = max(fits, key=lambda c: c.score)
             wider = OUTPUT_RANK_GROWTH * top.rank
             if top.rank == max(ranks) and wider <= memory_for(
