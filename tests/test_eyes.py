@@ -61,3 +61,27 @@ def test_an_iris_edit_changes_the_eyes_and_undo_is_exact(tmp_path):
     s.set_copy(58, iris)  # a brown eye's iris
     s.set_paste(25, (0, 0))
     edit_then_undo(s, s.request(layer="main.10", rank=3))
+
+
+def test_the_teachers_edit_turns_held_out_blue_irises_red_and_leaves_other_colours(gen):
+    """The saved request (benchmarks/eyes_edit.py): blue-iris pixels of held-out blue eyes turn
+    red-dominant; brown and green eyes change far less than the blue irises do."""
+    from rewidget import examples
+
+    req = examples.request("eyes_blue_to_red")
+    assert (req.layer, req.solver, len(req.pastes)) == ("main.13", "output", 4)
+    s = RewriteSession(gen)
+    edit = s.compute_edit(req)  # with the request's own statistics count
+    blue = gen.latents([1 + 8 * i for i in range(1000, 1016)])
+    other = gen.latents([2 + 8 * i for i in range(1000, 1008)] + [5 + 8 * i for i in range(1000, 1008)])
+    with torch.no_grad():
+        b0, o0 = gen.forward(blue), gen.forward(other)
+        s.apply(edit)
+        b1, o1 = gen.forward(blue), gen.forward(other)
+        s.undo()
+        assert torch.equal(gen.forward(blue), b0)
+    iris = (b0[:, 2] - b0[:, 0] > 0.27) & (b0[:, 2] > -0.45)
+    red = ((b1[:, 0] - b1[:, 2] > 0.1) & (b1[:, 0] - b1[:, 1] > 0.1))[iris].float().mean()
+    assert float(red) > 0.4
+    on_iris = float((b1 - b0).abs().mean(1)[iris].mean())
+    assert float((o1 - o0).abs().mean()) < on_iris / 4

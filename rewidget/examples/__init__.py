@@ -6,7 +6,8 @@ for anyone without a clone of the repository.
     req = examples.request("roof_to_tree")   # an EditRequest (scenes: roofs become crowns)
     session.replay(req)
 
-Written by benchmarks/make_requests.py (scenes) and benchmarks/suggest.py (faces_glasses_b).
+Written by benchmarks/make_requests.py (scenes), benchmarks/suggest.py (faces_glasses_b) and
+benchmarks/eyes_edit.py (eyes_blue_to_red).
 """
 
 from __future__ import annotations
