@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import argparse
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from ..core.errors import RewriteError
 from .base import GeneratorAdapter
 from .dcgan import DCGANGenerator, load_dcgan_faces
+from .stylegan2 import random_stylegan2, stylegan2_adapter
 from .text import TextModel, load_tiny_text
 from .tiny import load_tiny
 
@@ -61,56 +63,118 @@ def load(name: str, device: torch.device | str | None = None) -> GeneratorAdapte
     return ZOO[name](device=device)
 
 
-def from_checkpoint(path, device=None) -> GeneratorAdapter:
+def from_checkpoint(path, device=None, **options) -> GeneratorAdapter:
     """A generator from a checkpoint file users bring, recognised by its contents; nothing in
-    the file can run code (torch.load with weights_only=True).
+    the file can run code.
 
-    Read: ProGAN state dicts in the paper's layout (``layer1.conv.weight``, ``layer1.wscale.b``,
-    …, ``output_RxR.*``; also wrapped as {"state_dict": ...}). NVIDIA ``.pkl`` snapshots are
-    read with a restricted unpickler that never runs their stored code (safepickle.py), and
-    refused after that, as are StyleGAN2 checkpoints (``g_ema``): rewidget's StyleGAN2 network
-    is not written yet."""
+    Read:
+    - ProGAN state dicts in the paper's layout (``layer1.conv.weight``, ``layer1.wscale.b``, …,
+      ``output_RxR.*``; also wrapped as {"state_dict": ...}), with ``torch.load(weights_only=True)``;
+    - StyleGAN2 ``.pt`` files in the paper's / rosinality's layout: a dict with ``g_ema``
+      (``style.1.weight``, ``conv1.conv.weight``, ``convs.N.*``, ``to_rgbs.N.*``, …) and
+      optionally ``latent_avg``; rosinality's training checkpoints also carry ``args`` (an
+      argparse.Namespace, the one class allowed besides tensors), whose size and channel
+      settings are checked against the tensors;
+    - NVIDIA stylegan2-ada-pytorch ``.pkl`` snapshots (``G_ema``, the 'skip' architecture), read
+      with a restricted unpickler that never runs their stored code (safepickle.py).
+
+    ``options`` go to StyleGAN2 only: ``demodulation`` ("live" | "frozen"), ``truncation`` (ψ,
+    default 1), ``noise`` ("const" | "none"); see rewidget.models.stylegan2."""
     from .progan import is_progan_state, progan_from_state
 
     path = Path(path)
     if not path.is_file():
         raise RewriteError(f"No checkpoint file at {path}.", "pass the path of a .pth/.pt file.")
     if path.suffix == ".pkl":  # NVIDIA's format: read with the restricted unpickler only
-        from .safepickle import read_nvidia_pickle
-
-        snap = read_nvidia_pickle(path)
-        net = snap.networks.get("G_ema") or snap.networks.get("G")
-        if net is None:
-            raise RewriteError(f"{path.name} holds no generator record (G_ema or G); it holds "
-                               f"{sorted(snap.networks) or sorted(snap.other)[:5]}.",
-                               "pass an NVIDIA StyleGAN2-ADA / StyleGAN3 network snapshot.")
-        raise RewriteError(
-            f"{path.name} was read safely (nothing in it ran): an NVIDIA {net.class_name} with "
-            f"{len(net.state_dict())} tensors and settings {net.init_kwargs}. rewidget's own "
-            "StyleGAN2 network is not written yet, so it cannot be edited here.",
-            "its tensors are available from rewidget.models.safepickle.read_nvidia_pickle(path); "
-            "use a ProGAN .pth, or wrap a StyleGAN2 module you trust with from_module(...).")
+        return _from_nvidia_pickle(path, device, options)
     try:
         with warnings.catch_warnings():  # torch notes foreign pickle protocols; we refuse or read
             warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            # rosinality's training checkpoints pickle their argparse.Namespace: that class only
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses anything that is not plain tensors and containers
         raise RewriteError(f"{path.name} could not be read as plain tensors ({type(e).__name__}: "
                            f"{str(e).splitlines()[0][:200]}); it was refused, nothing in it ran.",
                            "pass a state dict saved with torch.save(model.state_dict(), path).") \
             from None
+    if isinstance(state, dict) and isinstance(state.get("g_ema"), dict):
+        return _from_rosinality(path, state, device, options)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if isinstance(state, dict) and is_progan_state(state):
+        _no_options(options, "a ProGAN checkpoint")
         return progan_from_state(state, name=path.stem, device=device)
-    if isinstance(state, dict) and "g_ema" in state:
-        raise RewriteError(f"{path.name} is a StyleGAN2 checkpoint (g_ema): its generator is not "
-                           "written in rewidget yet.", "use a ProGAN checkpoint, or wrap your own "
-                           "StyleGAN2 module with from_module(...).")
     keys = list(state)[:5] if isinstance(state, dict) else type(state).__name__
     raise RewriteError(f"{path.name} is not a generator checkpoint rewidget recognises "
                        f"(it holds {keys}).", "pass a ProGAN state dict (layer1.conv.weight, …), "
-                       "or wrap your network with from_module(...).")
+                       "a StyleGAN2 .pt with g_ema, an NVIDIA StyleGAN2 .pkl, or wrap your "
+                       "network with from_module(...).")
+
+
+def _no_options(options: dict, what: str) -> None:
+    if options:
+        raise RewriteError(f"Options {sorted(options)} do not apply to {what}.",
+                           "pass them for StyleGAN2 checkpoints only.")
+
+
+STYLEGAN2_OPTIONS = ("demodulation", "truncation", "noise")
+
+
+def _check_options(options: dict) -> None:
+    unknown = sorted(set(options) - set(STYLEGAN2_OPTIONS))
+    if unknown:
+        raise RewriteError(f"Unknown StyleGAN2 options {unknown}.",
+                           f"pass only {list(STYLEGAN2_OPTIONS)}.")
+
+
+def _from_rosinality(path: Path, state: dict, device, options: dict) -> GeneratorAdapter:
+    from .stylegan2 import from_rosinality
+
+    _check_options(options)
+    args = state.get("args")
+    if args is not None and not isinstance(args, argparse.Namespace):
+        raise RewriteError(f"{path.name}'s args are a {type(args).__name__}, not the training "
+                           "Namespace.", "pass a checkpoint saved by rosinality's train.py.")
+    avg = state.get("latent_avg")
+    if avg is not None and not isinstance(avg, torch.Tensor):
+        raise RewriteError(f"{path.name}'s latent_avg is not a tensor.",
+                           "pass the checkpoint as convert_weight.py or train.py wrote it.")
+    try:
+        net = from_rosinality(state["g_ema"], avg, vars(args) if args is not None else None)
+    except RewriteError as e:
+        raise RewriteError(f"{path.name} is a StyleGAN2 checkpoint (g_ema) that rewidget "
+                           f"cannot read: {e.problem}", e.fix) from None
+    except (KeyError, IndexError, AttributeError) as e:
+        raise RewriteError(f"{path.name} is a StyleGAN2 checkpoint (g_ema) in rosinality's "
+                           f"layout, but {e} is missing or malformed.",
+                           "pass an unmodified checkpoint from train.py or convert_weight.py.") \
+            from None
+    return stylegan2_adapter(net, name=path.stem, device=device, **options)
+
+
+def _from_nvidia_pickle(path: Path, device, options: dict) -> GeneratorAdapter:
+    from .safepickle import read_nvidia_pickle
+    from .stylegan2 import from_nvidia
+
+    _check_options(options)
+    snap = read_nvidia_pickle(path)
+    net = snap.networks.get("G_ema") or snap.networks.get("G")
+    if net is None:
+        raise RewriteError(f"{path.name} holds no generator record (G_ema or G); it holds "
+                           f"{sorted(snap.networks) or sorted(snap.other)[:5]}.",
+                           "pass an NVIDIA StyleGAN2-ADA network snapshot.")
+    try:
+        ours = from_nvidia(net.class_name, net.init_kwargs, net.state_dict())
+    except RewriteError as e:
+        raise RewriteError(f"{path.name} was read safely (nothing in it ran): an NVIDIA "
+                           f"{net.class_name}. {e.problem}", e.fix) from None
+    except (KeyError, IndexError, TypeError, ValueError) as e:
+        raise RewriteError(f"{path.name} was read safely (nothing in it ran): an NVIDIA "
+                           f"{net.class_name}, but {e!r} is missing or malformed for a "
+                           "StyleGAN2 generator.", "pass an unmodified stylegan2-ada-pytorch "
+                           "snapshot.") from None
+    return stylegan2_adapter(ours, name=path.stem, device=device, **options)
 
 
 def from_module(module: torch.nn.Module, latent_shape, name: str = "custom", layers=None,
@@ -125,4 +189,5 @@ def from_module(module: torch.nn.Module, latent_shape, name: str = "custom", lay
 
 
 __all__ = ["GeneratorAdapter", "DCGANGenerator", "TextModel", "ZOO", "load", "load_dcgan_faces",
-           "load_tiny", "load_tiny_text", "from_module", "from_checkpoint"]
+           "load_tiny", "load_tiny_text", "from_module", "from_checkpoint", "random_stylegan2",
+           "stylegan2_adapter"]

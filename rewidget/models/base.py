@@ -206,6 +206,17 @@ class GeneratorAdapter:
                 return module(x)
             return torch.func.functional_call(module, {"weight": weight}, (x,))
 
+        me, busy = threading.get_ident(), [False]
+
+        def swap(_m, a, _o):  # off the trunk: the module's own hook fires inside functional_call
+            if busy[0] or threading.get_ident() != me:
+                return None
+            busy[0] = True
+            try:
+                return run_start(a[0])
+            finally:
+                busy[0] = False
+
         if start in self._trunk_index and (stop is None or stop in self._trunk_index):
             i = self._trunk_index[start]
             j = len(self.trunk) if stop is None else self._trunk_index[stop]
@@ -221,7 +232,7 @@ class GeneratorAdapter:
 
         handles = [module.register_forward_pre_hook(lambda _m, _a: (keys,))]
         if weight is not None:
-            handles.append(module.register_forward_hook(lambda _m, a, _o: run_start(a[0])))
+            handles.append(module.register_forward_hook(swap))
         if stop is not None:
             handles.append(self._modules[stop].register_forward_pre_hook(grab))
         try:

@@ -8,7 +8,7 @@ NVIDIA pickles store each network as its class's Python source (``module_src``) 
 the normal unpickler imports ``torch_utils.persistence`` and runs that source, and plain pickle
 can be made to run anything at all. This unpickler resolves only an allow-list of globals:
 tensor and storage reconstruction (storages are read back with ``torch.load(weights_only=True)``),
-numpy array reconstruction, ``collections.OrderedDict``, and NVIDIA's ``EasyDict`` (as a dict).
+numpy array and plain-number reconstruction, ``collections.OrderedDict``, and NVIDIA's ``EasyDict`` (as a dict).
 The persistence wrapper ``_reconstruct_persistent_obj`` becomes an inert stub that keeps the
 class name and the state and never looks at ``module_src``. Any other global — ``os.system``,
 ``builtins.eval``, a class of the file's own — is refused with an UnpicklingError naming it.
@@ -74,8 +74,17 @@ def _storage_from_bytes(b: bytes) -> Any:
 
 try:  # numpy ≥ 2 moved it (numpy.core warns now)
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
+    from numpy._core.multiarray import scalar as _np_scalar
 except ImportError:  # pragma: no cover - numpy < 2
     from numpy.core.multiarray import _reconstruct as _np_reconstruct
+    from numpy.core.multiarray import scalar as _np_scalar
+
+
+def _numpy_scalar(dtype: Any, data: Any = None) -> Any:
+    """A numpy number (NVIDIA stores gains as np.float64): plain dtypes from raw bytes only."""
+    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(data, bytes):
+        raise pickle.UnpicklingError("a numpy scalar that is not a plain number")
+    return _np_scalar(dtype, data)
 
 
 ALLOWED: dict[tuple[str, str], Any] = {
@@ -87,6 +96,8 @@ ALLOWED: dict[tuple[str, str], Any] = {
     ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
     ("numpy.core.multiarray", "_reconstruct"): _np_reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _np_reconstruct,
+    ("numpy.core.multiarray", "scalar"): _numpy_scalar,
+    ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _persistent,
