@@ -1,6 +1,7 @@
 """The suggestion on the real faces model: speed, what it picks, and how that compares by hand.
 
-    python benchmarks/suggest.py                 # faces: two glasses requests + close mouths
+    python benchmarks/suggest.py                 # faces: two glasses requests (the second also
+                                                 # pasted on all its faces) + close mouths
     python benchmarks/suggest.py --repeats 7
 
 For each faces request: `session.suggest()` warm (statistics cached) over every layer × ranks
@@ -11,8 +12,10 @@ context masks, e.g. the eye band) vs the rest of the image — the measure of th
 same for every setting, unlike a match region that depends on D. Reported: the suggested
 setting's band ratio vs the best hand choice's, the best ratio per layer and rule, and the
 stability of the rank-1 direction when C comes from 1,000 instead of 10,000 samples, for both
-direction rules. Writes results/suggest.md and results/suggest_<request>.png (8 held-out faces:
-before, the suggested edit, and the best ratio by hand).
+direction rules. With pastes on ≥ 2 samples the hand sweep also tries the output solver
+(whitened, ranks 3-20), as the suggestion may. Writes results/suggest.md and
+results/suggest_<request>.png (8 held-out faces: before, the suggested edit, and the best ratio
+by hand).
 """
 
 from __future__ import annotations
@@ -78,27 +81,42 @@ def band_ratio(before: torch.Tensor, after: torch.Tensor, band: torch.Tensor) ->
     return {"inside": inside, "outside": outside, "ratio": inside / max(outside, 1e-12)}
 
 
+def glasses_b_on_all(s: RewriteSession) -> EditRequest:
+    """glasses_b with the copy pasted on every context face (the app's "Paste on all")."""
+    s.use_request(glasses_b())
+    s.paste_on_context()
+    return s.request(kind="paste")
+
+
+def hand_settings(request: EditRequest) -> list[tuple]:
+    """(layer, rule, rank, ridge, solver): the exact solver's grid; with pastes on ≥ 2
+    samples also the output solver (as the suggestion may use it) at ranks up to 20."""
+    out = [(layer, rule, rank, ridge, "exact") for layer in LAYERS for rule in RULES
+           for rank in RANKS for ridge in RIDGES]
+    if len({p.sample for _, p in request.pastes}) >= 2:
+        out += [(layer, "whitened", rank, ridge, "output") for layer in LAYERS[:-1]
+                for rank in (3, 6, 10, 20) for ridge in RIDGES]
+    return out
+
+
 def hand_sweep(s: RewriteSession, request: EditRequest, before: torch.Tensor, band) -> list[dict]:
     rows = []
     z = s.gen.latents(HELD_OUT)
-    for layer in LAYERS:
-        for rule in RULES:
-            for rank in RANKS:
-                for ridge in RIDGES:
-                    req = dataclasses.replace(request, layer=layer, rank=rank, direction_rule=rule,
-                                              solver="exact", solver_options={"ridge": ridge},
-                                              stats_samples=s.samples_for(layer))
-                    row = {"layer": layer, "rule": rule, "rank": rank, "ridge": ridge}
-                    try:
-                        edit = s.compute_edit(req)
-                    except RewriteError as e:
-                        rows.append({**row, "error": e.problem})
-                        continue
-                    s.apply(edit)
-                    with torch.no_grad():
-                        after = s.gen.forward(z)
-                    s.undo()
-                    rows.append({**row, **band_ratio(before, after, band)})
+    for layer, rule, rank, ridge, solver in hand_settings(request):
+        req = dataclasses.replace(request, layer=layer, rank=rank, direction_rule=rule,
+                                  solver=solver, solver_options={"ridge": ridge},
+                                  stats_samples=s.samples_for(layer))
+        row = {"layer": layer, "rule": rule, "rank": rank, "ridge": ridge, "solver": solver}
+        try:
+            edit = s.compute_edit(req)
+        except RewriteError as e:
+            rows.append({**row, "error": e.problem})
+            continue
+        s.apply(edit)
+        with torch.no_grad():
+            after = s.gen.forward(z)
+        s.undo()
+        rows.append({**row, **band_ratio(before, after, band)})
     return rows
 
 
@@ -139,7 +157,8 @@ def main(argv=None) -> str:
     args.out.mkdir(parents=True, exist_ok=True)
     s = RewriteSession("dcgan-faces")
     requests = {"faces_glasses": load_request("faces_glasses"), GLASSES_B[0]: glasses_b(),
-                "faces_close_mouths": load_request("faces_close_mouths")}
+                "faces_close_mouths": load_request("faces_close_mouths"),
+                f"{GLASSES_B[0]}_on_all": glasses_b_on_all(s)}
     (REQUESTS / f"{GLASSES_B[0]}.json").write_text(requests[GLASSES_B[0]].to_json())
     t = time.perf_counter()
     s.prepare_statistics()
@@ -167,8 +186,10 @@ def main(argv=None) -> str:
         rows = hand_sweep(s, request, before, band)
         hand = best_by_hand(rows)
         pick = sug.best
-        picked = next((r for r in rows if (r["layer"], r["rank"], r["rule"], r["ridge"])
-                       == (pick.layer, pick.rank, pick.rule, pick.ridge)), None)
+        picked = next((r for r in rows if (r["layer"], r["rank"], r["rule"], r["ridge"],
+                                           r["solver"]) == (pick.layer, pick.rank, pick.rule,
+                                                            pick.ridge, pick.edit.request.solver)),
+                      None)
         if picked is None:  # a setting the hand sweep has not (the iterative solver): install it
             s.apply(pick.edit)
             with torch.no_grad():
@@ -183,8 +204,8 @@ def main(argv=None) -> str:
                   f"average after: {os.getloadavg()[0]:.2f}.", "",
                   f"Suggested: **{pick.label()}** — band ratio {picked['ratio']:.2f} "
                   f"(inside {picked['inside']:.3f}, outside {picked['outside']:.3f}); best by hand: "
-                  f"{hand['layer']} · rank {hand['rank']} · {hand['rule']} · ridge {hand['ridge']:g} "
-                  f"— {hand['ratio']:.2f} "
+                  f"{hand['layer']} · rank {hand['rank']} · {hand['rule']} · ridge {hand['ridge']:g}"
+                  f"{' · output' if hand['solver'] == 'output' else ''} — {hand['ratio']:.2f} "
                   f"(inside {hand['inside']:.3f}).", "",
                   *(f"- {k}: {m.level} — {m.why}" for k, m in pick.meters.items()), "",
                   "Top candidates:", "", sug.table(8), "",
@@ -198,6 +219,7 @@ def main(argv=None) -> str:
                 strong = [r for r in ok if r["inside"] >= 0.05] or ok
                 b = max(strong, key=lambda r: r["ratio"]) if strong else None
                 cells.append(f"{b['ratio']:.2f} (rank {b['rank']}, ridge {b['ridge']:g}, "
+                             f"{'output, ' if b['solver'] == 'output' else ''}"
                              f"inside {b['inside']:.3f})"
                              if b else "—")
             lines.append(f"| {layer} | {cells[0]} | {cells[1]} |")
@@ -207,7 +229,7 @@ def main(argv=None) -> str:
                               for layer, v in stab.items()), ""]
         hand_edit = s.compute_edit(dataclasses.replace(
             request, layer=hand["layer"], rank=hand["rank"], direction_rule=hand["rule"],
-            solver="exact", solver_options={"ridge": hand["ridge"]},
+            solver=hand["solver"], solver_options={"ridge": hand["ridge"]},
             stats_samples=s.samples_for(hand["layer"])))
         pic = args.out / f"suggest_{name}.png"
         figure(pic, s, [("before", s.render(FIGURE_SEEDS)),

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from rewidget import RewriteError, RewriteSession
+from rewidget.core.memory import memory_for
 from rewidget.models import from_checkpoint
 from rewidget.models.progan import ProGANGenerator
 
@@ -61,6 +62,20 @@ def test_a_progan_checkpoint_edits_and_undoes_exactly(checkpoint, tmp_path):
     s.apply(edit)
     assert np.abs(preview.astype(int) - s.render([1, 3]).astype(int)).max() <= 1
     s.undo()
+    # off the trunk too, the layer's output given (W₀k plus the low-rank change, as the
+    # suggestion renders) draws what the edited weight does
+    module = gen.layer("layer5.conv")
+    mem = memory_for(module, "layer5.conv")
+    assert mem.plain
+    z = gen.latents([1, 3])
+    with torch.no_grad():
+        keys = gen.keys("layer5.conv", z)
+        edited = module.weight + edit.delta(module)
+        by_weight = gen.forward_from("layer5.conv", keys, z=z, weight=edited)
+        out = mem.values(keys) + mem.delta_values(mem.project(keys, edit.directions), edit.factor)
+        by_output = gen.run_between("layer5.conv", keys, None, z=z, output=out)
+    assert torch.allclose(by_output, by_weight, atol=1e-5)
+    assert not torch.allclose(by_output, gen.forward(z), atol=1e-3)
 
 
 class _Payload:

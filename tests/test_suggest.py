@@ -109,6 +109,60 @@ def test_with_pastes_on_two_samples_the_best_are_also_solved_through_the_output(
         assert "layer_installed" in rep
 
 
+def test_a_region_smaller_than_one_key_cell_shows_no_spread(tiny, monkeypatch):
+    """"Where the context fires" on a few pixels of the held-out images is no evidence: its
+    spread counts as 0 (a near-empty region once ranked a faint edit first on faces)."""
+    from rewidget.core.directions import match_map
+    from rewidget.core.requests import Sample
+    from rewidget.session import suggest as sg
+    s, sug = tiny
+    c = next(c for c in sug.candidates if not c.screened and c.edit.request.solver == "exact")
+    base = s.request(kind="paste")
+    samples = list({p.sample: None for _, p in base.pastes})
+    index = {x: i for i, x in enumerate(samples)}
+    sources = {cp.sample: s.images([cp.sample])[0] for cp, _ in base.pastes}
+    held = [Sample(x) for x in sg.PREVIEW_SEEDS]
+    view = sg._LayerView(s, c.layer, samples, held, {}, sources)
+    d, level = c.edit.directions, c.edit.context_level
+    with torch.no_grad():
+        match = match_map(view.mem, view.keys[view.n_req:], d) / level
+        size = view.before.shape[-1]
+        peak = float(torch.nn.functional.interpolate(match[:, None], size=(size, size),
+                                                     mode="bilinear").max())
+        view.region = (d, level * peak / 0.51)  # a few pixels around the strongest key reach 0.5
+        few = sg.score_candidate(view, c.edit, "paste", index)
+        monkeypatch.setattr(sg, "MIN_REGION_CELLS", 0.0)
+        counted = sg.score_candidate(view, c.edit, "paste", index)
+    assert counted.spread > 0 and counted.generalisation > 0
+    assert few.spread == 0 and few.generalisation == 0
+    assert few.collateral == counted.collateral and few.effect == counted.effect
+
+
+def test_candidates_render_from_the_cached_output_as_with_the_edited_weight(tiny):
+    """The suggestion renders W₀k (cached) plus the low-rank change ΛDᵀk, never the edited
+    layer at full width: the same images as running the layer with W₀ + ΔW."""
+    from rewidget.core.requests import Sample
+    from rewidget.session import suggest as sg
+    s, sug = tiny
+    base = s.request(kind="paste")
+    samples = list({p.sample: None for _, p in base.pastes})
+    sources = {cp.sample: s.images([cp.sample])[0] for cp, _ in base.pastes}
+    held = [Sample(x) for x in sg.PREVIEW_SEEDS[:4]]
+    for layer in s.gen.layer_names()[1:]:
+        c = next(c for c in sug.candidates if c.layer == layer)
+        view = sg._LayerView(s, layer, samples, held, {}, sources)
+        assert view.out0 is not None  # the tiny generator's layers are torch's own
+        with torch.no_grad():
+            fast, fast_feats = view.render(c.edit)
+            view.out0 = None
+            slow, slow_feats = view.render(c.edit)
+            plain, _ = view.render(None)
+        assert torch.allclose(fast, slow, atol=1e-5)
+        assert torch.allclose(fast_feats, slow_feats, atol=1e-5)
+        assert not torch.allclose(fast, plain, atol=1e-3)
+        assert torch.equal(plain, view.before)
+
+
 def test_preview_is_the_edited_render_without_installing(tiny):
     s, sug = tiny
     c = sug.best

@@ -98,6 +98,12 @@ def test_keys_run_between_forward_from(tiny):
         w = tiny.layer(names[1]).weight * 1.5
         k3w = tiny.run_between(names[1], k1, names[3], z=ids, weight=w)
         assert not torch.allclose(k3w, k3)
+        # ...and so does the layer's output given in its place
+        given = torch.nn.functional.linear(k1, w, tiny.layer(names[1]).bias)
+        assert torch.allclose(tiny.run_between(names[1], k1, names[3], z=ids, output=given), k3w,
+                              atol=1e-6)
+        with pytest.raises(RewriteError, match="one of weight= and output="):
+            tiny.run_between(names[1], k1, names[3], z=ids, weight=w, output=given)
         assert torch.equal(tiny.run_between(names[0], tiny.keys(names[0], ids), names[1], z=ids,
                                             weight=tiny.layer(names[0]).weight), k1)
         out = tiny.forward_from(names[1], k1, z=ids, weight=w)

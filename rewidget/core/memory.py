@@ -54,6 +54,14 @@ class LinearMemory:
     def spatial(self) -> bool:
         return self.kind != "linear"
 
+    @property
+    def plain(self) -> bool:
+        """The module is torch's own Conv2d / ConvTranspose2d / Linear, not a subclass: its
+        output is its op of the weight plus bias and nothing else reads the weight, so with
+        ΔW = ΛDᵀ the output is the unedited one plus ``delta_values`` (a subclass, e.g. a
+        modulated conv whose weight the demodulation reads, may not be)."""
+        return type(self.module) in (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+
     def factor_shape(self, rank: int) -> tuple[int, ...]:
         shape = list(self.weight.shape)
         shape[self.key_axis] = rank

@@ -46,9 +46,11 @@ class Generator(Protocol):
         ``weight`` replaces the layer's weight for this call only (a preview writes nothing)."""
 
     def run_between(self, start: str, keys: torch.Tensor, stop: str | None = None,
-                    z: torch.Tensor | None = None, weight: torch.Tensor | None = None
-                    ) -> torch.Tensor:
-        """From the input of ``start`` to the input of a later layer ``stop`` (None: images)."""
+                    z: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+                    output: torch.Tensor | None = None) -> torch.Tensor:
+        """From the input of ``start`` to the input of a later layer ``stop`` (None: images);
+        ``output``, when given, is ``start``'s output for ``keys`` as the caller computed it
+        (e.g. W₀k cached plus a low-rank change) and stands in for running the layer."""
 
     def forward(self, z: torch.Tensor) -> torch.Tensor: ...
 

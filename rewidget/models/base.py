@@ -187,12 +187,16 @@ class GeneratorAdapter:
         return self.run_between(name, keys, None, z, weight)
 
     def run_between(self, start: str, keys: torch.Tensor, stop: str | None = None,
-                    z: torch.Tensor | None = None, weight: torch.Tensor | None = None
-                    ) -> torch.Tensor:
+                    z: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+                    output: torch.Tensor | None = None) -> torch.Tensor:
         """From the input ``keys`` of layer ``start`` to the input of layer ``stop`` (None: the
         image). ``weight`` stands in for ``start``'s weight in this call only: an edit can be
-        previewed without writing it into the model."""
+        previewed without writing it into the model. ``output`` stands in for ``start``'s
+        output (the layer is not run on the trunk)."""
         self.layer(start)
+        if weight is not None and output is not None:
+            raise RewriteError("Both a stand-in weight and a stand-in output were given.",
+                               "pass one of weight= and output=.")
         names = self.layer_names()
         if stop is not None:
             self.layer(stop)  # validates
@@ -202,6 +206,8 @@ class GeneratorAdapter:
         module = self._modules[start]
 
         def run_start(x: torch.Tensor) -> torch.Tensor:
+            if output is not None:
+                return output
             if weight is None:
                 return module(x)
             return torch.func.functional_call(module, {"weight": weight}, (x,))
@@ -231,7 +237,7 @@ class GeneratorAdapter:
             raise _StopForward
 
         handles = [module.register_forward_pre_hook(lambda _m, _a: (keys,))]
-        if weight is not None:
+        if weight is not None or output is not None:
             handles.append(module.register_forward_hook(swap))
         if stop is not None:
             handles.append(self._modules[stop].register_forward_pre_hook(grab))

@@ -220,12 +220,16 @@ class TextModel:
         return self.run_between(name, keys, None, z, weight)
 
     def run_between(self, start: str, keys: torch.Tensor, stop: str | None = None,
-                    z: torch.Tensor | None = None, weight: torch.Tensor | None = None
-                    ) -> torch.Tensor:
+                    z: torch.Tensor | None = None, weight: torch.Tensor | None = None,
+                    output: torch.Tensor | None = None) -> torch.Tensor:
         """From the input ``keys`` (N, T, d_in) of ``start`` to the input of a later layer
         ``stop`` (None: the logits (N, T, V)). ``z`` (the ids) is required: the whole network
-        runs, and only ``start``'s input (and, with ``weight``, its weight) is replaced."""
+        runs, and only ``start``'s input (and, with ``weight``, its weight; with ``output``,
+        its output) is replaced."""
         module = self.layer(start)
+        if weight is not None and output is not None:
+            raise RewriteError("Both a stand-in weight and a stand-in output were given.",
+                               "pass one of weight= and output=.")
         names = self.layer_names()
         if stop is not None and self.layer(stop) is not None and \
                 names.index(stop) <= names.index(start):
@@ -251,6 +255,8 @@ class TextModel:
         if weight is not None:
             handles.append(module.register_forward_hook(
                 lambda m, a, _o: F.linear(a[0], weight.to(a[0]), m.bias)))
+        elif output is not None:
+            handles.append(module.register_forward_hook(lambda _m, _a, _o: output))
         if stop is not None:
             handles.append(self._modules[stop].register_forward_pre_hook(grab))
         try:
