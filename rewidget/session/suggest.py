@@ -33,6 +33,7 @@ which draws dark frames on most held-out faces (pictures: benchmarks/results/).
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Sequence
@@ -280,8 +281,10 @@ class _LayerView:
         self.stop = later[-1] if later else None
         self.space = f"{self.stop} input features" if self.stop else "4×4 pixel patches"
         #: the layer's unedited output, when an edit's output is that plus a low-rank change
-        #: (memory.plain): each candidate then runs the edited layer at rank r, not C_in
-        self.out0 = self.mem.values(self.keys) if self.mem.plain else None
+        #: (memory.plain): each candidate then runs the edited layer at rank r, not C_in (a
+        #: generator of its own whose run_between takes no output= gets the stand-in weight)
+        takes = "output" in inspect.signature(gen.run_between).parameters
+        self.out0 = self.mem.values(self.keys) if self.mem.plain and takes else None
         self.before, self.feats_before = self.render(None)
         if self.stop not in references:
             ref = [Sample(s) for s in REFERENCE_SEEDS]
