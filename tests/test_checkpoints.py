@@ -72,7 +72,7 @@ def test_a_progan_checkpoint_edits_and_undoes_exactly(checkpoint, tmp_path):
         keys = gen.keys("layer5.conv", z)
         edited = module.weight + edit.delta(module)
         by_weight = gen.forward_from("layer5.conv", keys, z=z, weight=edited)
-        out = mem.values(keys) + mem.delta_values(mem.project(keys, edit.directions), edit.factor)
+        out = mem.edited_values(keys, edit.directions, edit.factor)
         by_output = gen.run_between("layer5.conv", keys, None, z=z, output=out)
     assert torch.allclose(by_output, by_weight, atol=1e-5)
     assert not torch.allclose(by_output, gen.forward(z), atol=1e-3)

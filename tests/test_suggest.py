@@ -8,8 +8,9 @@ import torch
 
 from rewidget import RewriteError, RewriteSession
 from rewidget.core.memory import memory_for
-from rewidget.core.requests import Selection
+from rewidget.core.requests import Sample, Selection
 from rewidget.core.scoring import Reference, frechet_distance, pareto_front, realism_loss
+from rewidget.session import suggest as sg
 
 from .conftest import FACES_EYES, FACES_GLASSES, box
 
@@ -109,20 +110,24 @@ def test_with_pastes_on_two_samples_the_best_are_also_solved_through_the_output(
         assert "layer_installed" in rep
 
 
+def layer_view(s, layer: str, held: int):
+    """The suggestion's view of ``layer`` for the session's selections, as suggest() builds it
+    (the first ``held`` preview seeds), and its paste-target index."""
+    base = s.request(kind="paste")
+    samples = list({p.sample: None for _, p in base.pastes})
+    sources = {cp.sample: s.images([cp.sample])[0] for cp, _ in base.pastes}
+    preview = [Sample(x) for x in sg.PREVIEW_SEEDS[:held]]
+    view = sg._LayerView(s, layer, samples, preview, {}, sources)
+    return view, {x: i for i, x in enumerate(samples)}
+
+
 def test_a_region_smaller_than_one_key_cell_shows_no_spread(tiny, monkeypatch):
     """"Where the context fires" on a few pixels of the held-out images is no evidence: its
     spread counts as 0 (a near-empty region once ranked a faint edit first on faces)."""
     from rewidget.core.directions import match_map
-    from rewidget.core.requests import Sample
-    from rewidget.session import suggest as sg
     s, sug = tiny
     c = next(c for c in sug.candidates if not c.screened and c.edit.request.solver == "exact")
-    base = s.request(kind="paste")
-    samples = list({p.sample: None for _, p in base.pastes})
-    index = {x: i for i, x in enumerate(samples)}
-    sources = {cp.sample: s.images([cp.sample])[0] for cp, _ in base.pastes}
-    held = [Sample(x) for x in sg.PREVIEW_SEEDS]
-    view = sg._LayerView(s, c.layer, samples, held, {}, sources)
+    view, index = layer_view(s, c.layer, len(sg.PREVIEW_SEEDS))
     d, level = c.edit.directions, c.edit.context_level
     with torch.no_grad():
         match = match_map(view.mem, view.keys[view.n_req:], d) / level
@@ -141,16 +146,10 @@ def test_a_region_smaller_than_one_key_cell_shows_no_spread(tiny, monkeypatch):
 def test_candidates_render_from_the_cached_output_as_with_the_edited_weight(tiny):
     """The suggestion renders W₀k (cached) plus the low-rank change ΛDᵀk, never the edited
     layer at full width: the same images as running the layer with W₀ + ΔW."""
-    from rewidget.core.requests import Sample
-    from rewidget.session import suggest as sg
     s, sug = tiny
-    base = s.request(kind="paste")
-    samples = list({p.sample: None for _, p in base.pastes})
-    sources = {cp.sample: s.images([cp.sample])[0] for cp, _ in base.pastes}
-    held = [Sample(x) for x in sg.PREVIEW_SEEDS[:4]]
     for layer in s.gen.layer_names()[1:]:
         c = next(c for c in sug.candidates if c.layer == layer)
-        view = sg._LayerView(s, layer, samples, held, {}, sources)
+        view, _ = layer_view(s, layer, 4)
         assert view.out0 is not None  # the tiny generator's layers are torch's own
         with torch.no_grad():
             fast, fast_feats = view.render(c.edit)

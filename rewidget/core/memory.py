@@ -110,6 +110,13 @@ class LinearMemory:
         """Change of the layer's output caused by ΔW = ΛDᵀ, from projected keys z = Dᵀk."""
         return self._op(z, factor.to(z.dtype))
 
+    def edited_values(self, keys: torch.Tensor, directions: torch.Tensor, factor: torch.Tensor,
+                      unedited: torch.Tensor | None = None) -> torch.Tensor:
+        """The output with W₀ + ΛDᵀ for a ``plain`` layer, without running it at full width:
+        ``unedited`` (W₀k, computed here when not given) plus ``delta_values`` of Dᵀk."""
+        base = self.values(keys) if unedited is None else unedited
+        return base + self.delta_values(self.project(keys, directions), factor).to(base.dtype)
+
     def design(self, z: torch.Tensor) -> torch.Tensor:
         """Per-location features whose product with Λ (flattened per output channel) is Δvalue.
 

@@ -317,8 +317,8 @@ class _LayerView:
         keys, z = self.keys[:n], self.z[:n]
         swap: dict = {}
         if edit is not None and self.out0 is not None:
-            change = self.mem.delta_values(self.mem.project(keys, edit.directions), edit.factor)
-            swap["output"] = self.out0[:n] + change.to(self.out0.dtype)
+            swap["output"] = self.mem.edited_values(keys, edit.directions, edit.factor,
+                                                    self.out0[:n])
         elif edit is not None:
             module = self.gen.layer(self.layer)
             swap["weight"] = module.weight + edit.delta(module)
