@@ -25,7 +25,8 @@ evaluation compares them):
   paraphrases, before and after (words split by a regex, not nltk);
 - time: v* (ROME's step), the whole compute_edit (keys, v*, solve; statistics cached) and the
   install (apply).
-Means are over facts; ``n`` says how many.
+Means are over facts; ``n`` says how many. Every prompt is read as a document of its own
+(after SmolLM2's <|endoftext|>, TextModel.prompt_ids), as the session and its panel read them.
 
 Parts (``--parts``): ``sweep`` (every fact at every layer; the score the session's suggestion
 gives each layer, for the first ``--suggest`` facts), ``together`` (``--together`` facts in one
@@ -94,7 +95,7 @@ def known_facts(s: TextRewriteSession, facts: list[dict], min_neighbours: int,
     prompts = [f["prompt"] for f in facts] + [n["prompt"] for f in facts for n in f["neighbours"]]
     uniq = sorted(set(prompts))
     with torch.no_grad():
-        lp = lm.next_token_logprobs([lm.encode(p) for p in uniq])
+        lp = lm.next_token_logprobs([lm.prompt_ids(p) for p in uniq])
     greedy = dict(zip(uniq, lp.argmax(-1).tolist(), strict=True))
     kept, check = [], {}
     for f in facts:
@@ -150,7 +151,7 @@ def generations(s: TextRewriteSession, prompts: list[str], tokens: int) -> dict:
 
 def essence_state(s: TextRewriteSession, prompts: list[str]) -> tuple[torch.Tensor, list[str]]:
     with s.lock, torch.no_grad():
-        lp = s.gen.next_token_logprobs([s.gen.encode(p) for p in prompts])
+        lp = s.gen.next_token_logprobs([s.gen.prompt_ids(p) for p in prompts])
     return lp, s.complete(prompts, max_new_tokens=8)
 
 
@@ -444,11 +445,13 @@ GRID = [
     ("key_mode mean", {"key_mode": "mean"}),
     ("essence_tokens 0", {"value_options": {"essence_tokens": 0}}),
     ("+ subject-first phrasing", {"subject_first": True}),
-    ("key_mode wide", {"key_mode": "wide"}),
-    ("key_mode wide + opening", {"key_mode": "wide", "value_options": {"opening": 1}}),
-    ("key_mode wide, kl 0", {"key_mode": "wide", "value_options": {"kl": 0.0}}),
-    ("key_mode wide, rank 1 per fact", {"key_mode": "wide", "rank": 1}),
+    ("key_mode split", {"key_mode": "split"}),
+    ("no document start", {"document_start": False}),
+    ("key_mode split, no document start (the old defaults)",
+     {"key_mode": "split", "document_start": False}),
+    ("+ opening", {"value_options": {"opening": 1}}),
     ("rank 1 per fact", {"rank": 1}),
+    ("key_mode split, rank 1 per fact", {"key_mode": "split", "rank": 1}),
 ]
 GRID_DEFAULT = ("defaults", "steps 40", "kl 1", "clamp 1", "ridge 1e-1", "prefixes: '' only")
 

@@ -64,7 +64,7 @@ def test_bad_facts_are_refused_clearly(fact, message):
     ({"value_options": {"steps": 10**9}}, "outside"),
     ({"value_options": {"lr": float("nan")}}, "not a finite"),
     ({"value_options": {"momentum": 1}}, "Unknown value option"),
-    ({"rank": 3}, "needs at least 3 key rows"),
+    ({"rank": 4}, "needs at least 4 key rows"),
     ({"key_mode": "median"}, "Unknown key_mode"),
     ({"direction_rule": "magic"}, "Unknown direction rule"),
     ({"ridge": -1}, "outside"),
@@ -142,17 +142,51 @@ def test_replay_is_identical(s, tmp_path):
     assert torch.equal(a.directions, b.directions) and torch.equal(a.factor, b.factor)
 
 
+def test_texts_are_read_after_the_document_start(s):
+    lead = list(s.gen.document_start)
+    assert lead == [0]  # tiny-text's <|endoftext|>
+    assert s.gen.prompt_ids(PROMPT) == lead + s.gen.encode(PROMPT)
+    ids = s.gen.prompt_ids(PROMPT)
+    new = s.gen.generate_ids([ids], 5)[0]
+    assert s.gen.generate([PROMPT], 5)[0] == s.gen.decode(ids + new)[len(s.gen.decode(ids)):]
+    # compare scores the object after the document start and the prompt
+    obj = s.gen.encode(" Paris")
+    lp = s.gen.logprobs([ids], [obj])[0] / len(obj)
+    assert float(s.compare([PROMPT], [" Paris"])[0, 0]) == pytest.approx(float(lp), abs=1e-6)
+    # the subject's key as typed: at its token after the document start, not at the text's start
+    req, old = quick(s), quick(s, document_start=False)
+    at = len(s.gen.encode("The capital of Japan"))  # "Japan" is the last of these tokens
+    keys = s.gen.keys(req.layer, torch.tensor([ids]))[0]
+    assert torch.allclose(s.subject_keys(req, req.facts[0])[0], keys[at], atol=1e-6)
+    plain = s.gen.keys(req.layer, torch.tensor([s.gen.encode(PROMPT)]))[0]
+    assert torch.allclose(s.subject_keys(old, old.facts[0])[0], plain[at - 1], atol=1e-6)
+    assert not torch.allclose(keys[at], plain[at - 1], atol=1e-3)
+
+
+def test_a_request_saved_before_document_start_replays_without_it(s, tmp_path):
+    old = quick(s, document_start=False)
+    legacy = old.to_dict()
+    del legacy["document_start"]  # as written before the field existed
+    again = FactRequest.from_json(legacy)
+    assert again == old and again.document_start is False
+    a, b = s.compute_edit(old), s.compute_edit(again)
+    assert torch.equal(a.directions, b.directions) and torch.equal(a.factor, b.factor)
+    assert not torch.equal(a.factor, s.compute_edit(quick(s)).factor)
+    with pytest.raises(RewriteError, match="document_start"):
+        quick(s, document_start="yes")
+
+
 def test_several_facts_in_one_edit(s):
     facts = (Fact(PROMPT, "Japan", " Paris"),
              Fact("The Eiffel Tower is located in the city of", "The Eiffel Tower", " Rome"))
-    edit = s.compute_edit(s.request(facts, value_options={"steps": 5}))
-    assert edit.rank == 4  # "split": two key rows per fact
+    edit = s.compute_edit(s.request(facts, value_options={"steps": 5}, ridge=0.0))
+    assert edit.rank == 5  # "wide": three key rows, two for the fact whose prompt opens with it
     t = edit.targets[0]
     module = s.gen.layer(edit.layer)
     with torch.no_grad():
         out = torch.nn.functional.linear(t.keys, module.weight + edit.delta(module))
     shift = (t.goal - module(t.keys)).norm(dim=1)
-    assert ((out - t.goal).norm(dim=1) <= 2e-3 * shift).all()
+    assert ((out - t.goal).norm(dim=1) <= 1e-3 * shift).all()  # no ridge: exact
 
 
 def test_edits_compose_and_export(s, tmp_path):
@@ -240,15 +274,16 @@ def test_the_value_search_resumes_after_the_edited_block_with_the_same_result(s,
 
 
 def test_key_mode_wide_adds_the_subject_opening_a_text(s):
-    base = quick(s)
-    wide = quick(s, key_mode="wide")
-    opened = s.request("Japan is a country whose capital is", "Japan", " Paris", key_mode="wide")
+    base = quick(s, key_mode="split")
+    wide = quick(s)  # the default
+    assert wide.key_mode == "wide"
+    opened = s.request("Japan is a country whose capital is", "Japan", " Paris")
     assert base.key_rows == 2 and wide.key_rows == 3 and opened.key_rows == 2
     k = s.subject_keys(wide, wide.facts[0])
     assert k.shape[0] == 3
     start = s.subject_keys(opened, opened.facts[0])[0]  # the prompt as typed opens with it
     assert torch.allclose(k[2], start, atol=1e-5)
-    edit = s.compute_edit(s.request(PROMPT, "Japan", " Paris", key_mode="wide",
+    edit = s.compute_edit(s.request(PROMPT, "Japan", " Paris",
                                     value_options={"steps": 8, "opening": 1}))
     assert edit.rank == 3
 

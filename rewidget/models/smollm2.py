@@ -168,4 +168,11 @@ def load_smollm2(device: torch.device | str | None = None,
     net = net.to(dtype=dtype)
     return TextModel(net, tokenizer, name="smollm2", corpus=lambda: samples_corpus(tokenizer),
                      bos_id=special["bos"], eos_id=special["eos"], stop_ids=control,
-                     device=device)
+                     device=device, document_start=_separator(tokenizer))
+
+
+def _separator(tokenizer: Tokenizer) -> tuple[int, ...]:
+    """(<|endoftext|>'s id,): SmolLM2's pretraining documents follow one another, each after
+    it (TextModel.prompt_ids); () for a tokenizer without it."""
+    i = tokenizer.token_to_id("<|endoftext|>")
+    return () if i is None else (int(i),)

@@ -61,9 +61,12 @@ class TextModel:
                  corpus: torch.Tensor | Callable[[], torch.Tensor],
                  bos_id: int | None = None, eos_id: int | None = None,
                  stop_ids: Sequence[int] = (), layers: Sequence[str] | None = None,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None,
+                 document_start: Sequence[int] = ()) -> None:
         """``corpus``: (n_chunks, STATS_TOKENS) ids, or a function returning them (read lazily).
-        ``stop_ids``: tokens that end a generation besides ``eos_id``."""
+        ``stop_ids``: tokens that end a generation besides ``eos_id``. ``document_start``: the
+        ids a text is read after when it is a document of its own (prompt_ids), e.g. the
+        separator the model saw between documents in training."""
         self.name = name
         self.module = module.eval().requires_grad_(False)
         if device is not None:
@@ -71,6 +74,7 @@ class TextModel:
         self.tokenizer = tokenizer
         self.bos_id = bos_id
         self.eos_id = eos_id
+        self.document_start = tuple(int(i) for i in document_start)
         self.stop_ids = sorted({int(i) for i in stop_ids} | ({eos_id} if eos_id is not None else set()))
         self._corpus = corpus
         self._modules = dict(self.module.named_modules())
@@ -137,8 +141,17 @@ class TextModel:
 
     # -- tokens -------------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``; no BOS is added (SmolLM2's pretraining text has none)."""
+        """Token ids of ``text``; nothing is added (see prompt_ids for a text read on its own)."""
         return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def prompt_ids(self, text: str) -> list[int]:
+        """``text`` as a document of its own: ``document_start`` + its ids. SmolLM2 has no BOS
+        (its GGUF says add_bos_token false) but read its training documents one after another,
+        each after the separator <|endoftext|>; a text's first token without it sits where the
+        model keeps an attention sink, and later tokens read little from there (a subject
+        opening the text: ROME's δ at its key moved "Japan's capital city is" by −1.0 nats with
+        the sink there, +0.85 after the separator; benchmarks/results/text_edits.md)."""
+        return [*self.document_start, *self.encode(text)]
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         if isinstance(ids, torch.Tensor):
@@ -390,8 +403,9 @@ class TextModel:
                  weight_override: Mapping[str, torch.Tensor] | None = None) -> list[str]:
         """New text after each prompt (KV cache, left-padded batch); a row stops at eos or a stop
         token (not included). Sampling draws row i on the CPU with seed ``seed + i``, so the
-        same seed gives the same text on any device."""
-        encoded = [self.encode(p) for p in prompts]
+        same seed gives the same text on any device. Each prompt is read as a document of its
+        own (prompt_ids)."""
+        encoded = [self.prompt_ids(p) for p in prompts]
         new = self.generate_ids(encoded, max_new_tokens, greedy, temperature, seed, top_p,
                                 weight_override)
         out = []
@@ -510,4 +524,5 @@ def load_tiny_text(device: torch.device | str | None = None, seed: int = 0) -> T
     g = torch.Generator().manual_seed(10_000 + seed)
     corpus = torch.randint(1, tok.get_vocab_size(), (TINY_CHUNKS, STATS_TOKENS), generator=g)
     return TextModel(build_tiny_llama(seed, cfg), tok, name="tiny-text" if seed == 0 else
-                     f"tiny-text-{seed}", corpus=corpus, bos_id=None, eos_id=0, device=device)
+                     f"tiny-text-{seed}", corpus=corpus, bos_id=None, eos_id=0, device=device,
+                     document_start=(0,))

@@ -35,11 +35,17 @@ PREFIXES = ("", "Here is a fact. ", "I read this in the newspaper. ", "Question:
 ESSENCE = ("{} is a",)
 
 #: how each fact's keys enter the solve. "mean": ROME's k*, the mean over all prefixes (one
-#: row, rank 1). "split" (default): two rows, the subject's key in the prompt as typed (the first
-#: prefix, "") and the mean over the other prefixes, each with v = Wk + δ, rank 2 per fact. When
-#: the subject opens the prompt its key there is the text's first token, unlike the same subject
+#: row, rank 1). "split": two rows, the subject's key in the prompt as typed (the first prefix,
+#: "") and the mean over the other prefixes, each with v = Wk + δ, rank 2 per fact. When the
+#: subject opens the prompt its key there is the text's first token, unlike the same subject
 #: after any prefix, and the mean key missed it: on 8 facts at layer 6, efficacy 4/8 with
-#: "mean", 8/8 with "split" (paraphrases 27 → 30 of 32, neighbours 30/31 both).
+#: "mean", 8/8 with "split" (paraphrases 27 → 30 of 32, neighbours 30/31 both). "wide"
+#: (default): those rows and the subject's key opening a text ("France's capital city is"),
+#: unless the prompt already opens with it, rank 3 per fact. With the document start
+#: (document_start) on the 36 facts of benchmarks/results/text_edits.md it took paraphrases
+#: from 72% ("split", no document start) to the figure quoted there; without the document start
+#: the opening key is the attention sink's and "wide" gained little (60% vs 50% on the 20
+#: facts whose prompts end with the subject)
 KEY_MODES = ("split", "mean", "wide")
 
 #: how v* is found (text.py: TextRewriteSession.value_shift), with ROME's defaults where they
@@ -135,7 +141,10 @@ class FactRequest:
     value_options: dict = field(default_factory=lambda: dict(VALUE_OPTIONS))
     prefixes: tuple[str, ...] = PREFIXES
     essence: tuple[str, ...] = ESSENCE
-    key_mode: str = "split"
+    key_mode: str = "wide"
+    #: keys and v* read every text after the model's document start (TextModel.prompt_ids);
+    #: a request saved before this field existed replays without it, as it was computed
+    document_start: bool = True
     kind: str = "fact"
 
     def __post_init__(self) -> None:
@@ -156,7 +165,7 @@ class FactRequest:
         object.__setattr__(self, "rank", int(_number(self.rank, "rank", 0, 4096, True)))
         if self.key_mode not in KEY_MODES:
             raise RewriteError(f"Unknown key_mode {self.key_mode!r}.",
-                               f"use one of {KEY_MODES} ('split' is the default).")
+                               f"use one of {KEY_MODES} ('wide' is the default).")
         check_rule(self.direction_rule)
         object.__setattr__(self, "ridge", _number(self.ridge, "ridge", 0.0, 1e3))
         object.__setattr__(self, "stats_samples",
@@ -187,6 +196,9 @@ class FactRequest:
                                f"has {self.key_rows} ({len(self.facts)} facts, key_mode "
                                f"{self.key_mode!r}).",
                                "lower the rank (0 picks one direction per key row).")
+        if not isinstance(self.document_start, bool):
+            raise RewriteError(f"document_start={self.document_start!r} is not true or false.",
+                               "pass document_start=True (the default) or False.")
         if self.kind != "fact":
             raise RewriteError(f"kind={self.kind!r}: a text request rewrites facts.",
                                "use kind='fact'.")
@@ -227,6 +239,7 @@ class FactRequest:
                                f"load a file written by TextRewriteSession.save_request() "
                                f"(format {FORMAT!r}).")
         obj = {k: v for k, v in obj.items() if k != "format"}
+        obj.setdefault("document_start", False)  # written before it existed: computed without
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(obj) - known)
         if unknown:

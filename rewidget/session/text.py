@@ -151,20 +151,25 @@ class TextRewriteSession:
         return self.gen.tokens(text)
 
     def _encode(self, text: str, what: str) -> list[int]:
+        """Token ids of ``text``; a prompt is read as a document of its own (gen.prompt_ids),
+        an object or target as the text that follows one."""
         ids = self.gen.encode(text)
         if not ids:
             raise RewriteError(f"The {what} {text!r} tokenises to nothing.",
                                f"type a non-empty {what}.")
-        return ids
+        return [*self.gen.document_start, *ids] if what == "prompt" else ids
 
-    def _subject_position(self, text: str, end: int) -> tuple[list[int], int]:
-        """Token ids of ``text`` and the index of the token holding character ``end - 1``."""
+    def _subject_position(self, text: str, end: int, document: bool = True
+                          ) -> tuple[list[int], int]:
+        """Token ids of ``text`` (after the model's document start unless ``document`` is
+        False) and the index of the token holding character ``end - 1``."""
         toks = self.gen.tokens(text)
         pos = [i for i, (_, _, (s, _e)) in enumerate(toks) if s < end]
         if not pos:
             raise RewriteError(f"No token of {text!r} covers the subject.",
                                "check that the subject occurs in the prompt.")
-        return [t[0] for t in toks], pos[-1]
+        lead = list(self.gen.document_start) if document else []
+        return lead + [t[0] for t in toks], len(lead) + pos[-1]
 
     def fact_from_tokens(self, prompt: str, positions: Sequence[int], target: str,
                          old: str = "") -> Fact:
@@ -367,14 +372,15 @@ class TextRewriteSession:
             return self._subject_keys(request, fact, layer or request.layer)
 
     def _subject_keys(self, request: FactRequest, fact: Fact, layer: str) -> torch.Tensor:
-        rows, pos = [], []
+        rows, pos, doc = [], [], request.document_start
         for prefix in request.prefixes:
-            ids, p = self._subject_position(prefix + fact.prompt, len(prefix) + fact.subject_end)
+            ids, p = self._subject_position(prefix + fact.prompt, len(prefix) + fact.subject_end,
+                                             doc)
             rows.append(ids[:p + 1])
             pos.append(p)
         start = request.key_mode == "wide" and not fact.opens_with_subject
         if start:  # the subject opening a text ("France's capital city is")
-            ids, p = self._subject_position(fact.subject, len(fact.subject))
+            ids, p = self._subject_position(fact.subject, len(fact.subject), doc)
             rows.append(ids[:p + 1])
             pos.append(p)
         with torch.no_grad():
@@ -399,12 +405,13 @@ class TextRewriteSession:
     def _value_shift(self, request: FactRequest, fact: Fact, layer: str,
                      progress: ProgressFn | None, cancel: CancelToken | None
                      ) -> tuple[torch.Tensor, dict]:
-        opts = request.value_options
+        opts, doc = request.value_options, request.document_start
         module = self.gen.layer(layer)
         target = self._encode(fact.target, "target")
         rows, pos, starts = [], [], []
         for prefix in request.prefixes:
-            ids, p = self._subject_position(prefix + fact.prompt, len(prefix) + fact.subject_end)
+            ids, p = self._subject_position(prefix + fact.prompt, len(prefix) + fact.subject_end,
+                                             doc)
             rows.append(ids + target)
             pos.append(p)
             starts.append(len(ids))
@@ -413,7 +420,7 @@ class TextRewriteSession:
             # is"): δ at the first mention must carry the new object to the end, as it must in
             # a paraphrase that opens with the subject
             text = WIDE_OPENING.format(subject=fact.subject, prompt=fact.prompt)
-            ids, p = self._subject_position(text, len(fact.subject))
+            ids, p = self._subject_position(text, len(fact.subject), doc)
             rows.append(ids + target)
             pos.append(p)
             starts.append(len(ids))
@@ -421,7 +428,8 @@ class TextRewriteSession:
         essence = []
         for template in request.essence:
             text = template.format(fact.subject)
-            essence.append(self._subject_position(text, text.index(fact.subject) + len(fact.subject)))
+            essence.append(self._subject_position(text, text.index(fact.subject) + len(fact.subject),
+                                                 doc))
         # the guard covers the model's own continuation of each essence prompt, token by token
         # (teacher-forced): a year is " ", "1", "8", "8", "9", and a guard on the next token
         # alone kept the space and let the digits drift (1889 → 1930)
