@@ -148,9 +148,10 @@ class TextModel:
         """``text`` as a document of its own: ``document_start`` + its ids. SmolLM2 has no BOS
         (its GGUF says add_bos_token false) but read its training documents one after another,
         each after the separator <|endoftext|>; a text's first token without it sits where the
-        model keeps an attention sink, and later tokens read little from there (a subject
-        opening the text: ROME's δ at its key moved "Japan's capital city is" by −1.0 nats with
-        the sink there, +0.85 after the separator; benchmarks/results/text_edits.md)."""
+        model keeps an attention sink, and later tokens read little from there (one fact's v*
+        δ added at "Japan" in "Japan's capital city is": −1.0 nats new vs old object there,
+        +0.85 after the separator). benchmarks/text_document_start.py: held-out perplexity
+        8.97 → 8.13 with it."""
         return [*self.document_start, *self.encode(text)]
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
