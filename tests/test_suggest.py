@@ -44,14 +44,44 @@ def test_suggest_installs_nothing_and_covers_every_setting(tiny):
     seen = {(c.layer, c.rank, c.rule) for c in sug.candidates}
     assert len(seen) + len(sug.skipped) == len(s.gen.layer_names()) * 3 * 2
     assert {c.layer for c in again.candidates} <= {"main.7", "main.9"}
-    # finalists (scored on every held-out sample) first, then the usable (effect not red, no gate), each group best first
-    order = [(c.screened, not c.usable, -c.score) for c in sug.candidates]
+    # the scores within SCORE_TIE of the best usable one come first, the paper's rule first among
+    # them; then finalists (scored on every held-out sample) before the rest, the usable (effect
+    # not red, no gate) first, each group best first
+    top = sug.candidates[0]
+    tied = [c for c in sug.candidates if (c.screened, c.usable) == (top.screened, top.usable)
+            and c.score >= top.score - sg.SCORE_TIE]
+    assert sug.candidates[:len(tied)] == sorted(
+        tied, key=lambda c: (c.rule != sg.DEFAULT_RULE, -c.score))
+    order = [(c.screened, not c.usable, -c.score) for c in sug.candidates[len(tied):]]
     assert order == sorted(order)
+    assert not top.screened and (top.usable or not any(c.usable for c in sug.candidates))
+    best_usable = max((c for c in sug.candidates if c.usable and not c.screened),
+                      key=lambda c: c.score, default=None)
+    if best_usable is not None:
+        assert top.score >= best_usable.score - sg.SCORE_TIE
     assert any(c.pareto for c in sug.candidates)
     assert sug.best.pareto or sug.best.score >= max(c.score for c in sug.pareto)
     for c in sug.candidates:
         assert set(c.meters) == {"effect", "collateral", "realism"}
         assert all(m.level in ("green", "amber", "red") and m.why for m in c.meters.values())
+
+
+def test_a_near_tie_goes_to_the_papers_rule_and_a_clear_win_does_not(tiny):
+    _, sug = tiny
+    green = {k: sg.Meter("green", 0.0, "planted") for k in ("effect", "collateral", "realism")}
+    base = dataclasses.replace(next(c for c in sug.candidates if not c.screened), meters=green)
+    assert base.usable
+    planted = [dataclasses.replace(base, rule="cinv", score=0.500),
+               dataclasses.replace(base, rule="whitened", score=0.500 - sg.SCORE_TIE / 2),
+               dataclasses.replace(base, rule="whitened", score=0.400)]
+    ranked = sg.ranked_candidates(planted)
+    assert [(c.rule, c.score) for c in ranked] == [("whitened", planted[1].score),
+                                                   ("cinv", 0.5), ("whitened", 0.4)]
+    clear = [dataclasses.replace(planted[0], score=0.5 + 2 * sg.SCORE_TIE), planted[1]]
+    assert sg.ranked_candidates(clear)[0].rule == "cinv"
+    # a tie never lifts a gated or screened candidate above a usable finalist
+    gated = dataclasses.replace(planted[1], screened=True)
+    assert sg.ranked_candidates([gated, planted[0]])[0] is planted[0]
 
 
 def test_one_pasted_image_gets_exact_candidates_only(tiny):

@@ -550,13 +550,21 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
     front = pareto_front([(c.effect * c.generalisation, -c.collateral, -c.realism)
                           for c in candidates])
     candidates = [replace(c, pareto=p) for c, p in zip(candidates, front, strict=True)]
-    # a candidate the gate would stop (red collateral or realism) is never the suggestion while
-    # one that needs no second confirmation and shows an effect exists
-    candidates.sort(key=lambda c: (c.screened, not c.usable, -c.score, c.relative_update))
-    top = candidates[0]
+    return Suggestion(ranked_candidates(candidates), time.perf_counter() - t0,
+                      tuple(int(s) for s in preview), skipped)
+
+
+def ranked_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """Finalists before screened ones, usable before gated or effect-red ones (a candidate the
+    gate would stop is never the suggestion while one that needs no second confirmation and
+    shows an effect exists), best score first; the scores within SCORE_TIE of the first are a
+    tie, and DEFAULT_RULE's go first among them."""
+    out = sorted(candidates, key=lambda c: (c.screened, not c.usable, -c.score, c.relative_update))
+    if not out:
+        return out
+    top = out[0]
+
     def tied(c: Candidate) -> bool:
         return (c.screened, c.usable) == (top.screened, top.usable) and \
             c.score >= top.score - SCORE_TIE
-    candidates.sort(key=lambda c: (not tied(c), tied(c) and c.rule != DEFAULT_RULE))
-    return Suggestion(candidates, time.perf_counter() - t0, tuple(int(s) for s in preview),
-                      skipped)
+    return sorted(out, key=lambda c: (not tied(c), tied(c) and c.rule != DEFAULT_RULE))
