@@ -259,18 +259,27 @@ def test_suggest_installs_nothing_and_ranks(s):
 
 
 def test_the_value_search_resumes_after_the_edited_block_with_the_same_result(s, monkeypatch):
-    """At an MLP down-projection the blocks before it run once and each step resumes after it;
-    the δ found is the one the full forward with a hook finds."""
+    """At an MLP down-projection the blocks before it run once and each step resumes after it,
+    on the columns from the subject's end on (rows left-padded to align it; the columns before
+    run once); the δ found is the one the full forward with a hook finds, and the one the
+    resumed forward over every column finds."""
     req = quick(s)
     fact = req.facts[0]
     assert s.gen.block_after(req.layer) == int(req.layer.split(".")[1]) + 1
     assert s.gen.block_after("layers.1.self_attn.o_proj") is None
+    ends = {s._subject_position(p + fact.prompt, len(p) + fact.subject_end)[1]
+            for p in req.prefixes}
+    assert len(ends) > 1  # the prefixes put the subject's end at different columns
     fast, rep_fast = s.value_shift(req, fact)
+    with monkeypatch.context() as m:
+        m.delattr(type(s.gen), "tail_logits")
+        whole, rep_whole = s.value_shift(req, fact)
     monkeypatch.setattr(s.gen, "block_after", lambda name: None)
     slow, rep_slow = s.value_shift(req, fact)
-    assert torch.allclose(fast, slow, rtol=1e-4, atol=1e-5 * float(slow.norm()))
-    assert [round(t["nll"], 4) for t in rep_fast["trace"]] == \
-        [round(t["nll"], 4) for t in rep_slow["trace"]]
+    for other, rep in ((slow, rep_slow), (whole, rep_whole)):
+        assert torch.allclose(fast, other, rtol=1e-4, atol=1e-5 * float(other.norm()))
+        assert [round(t["nll"], 4) for t in rep_fast["trace"]] == \
+            [round(t["nll"], 4) for t in rep["trace"]]
 
 
 def test_key_mode_wide_adds_the_subject_opening_a_text(s):

@@ -202,13 +202,14 @@ class Llama(nn.Module):
         padding, positions count real tokens only and padding is never attended to.
         ``stop``: return the residual stream entering block ``stop`` instead (not normed);
         ``start`` with ``x_start``: resume from that stream at block ``start`` (the blocks
-        before it are not run), e.g. to try many changes made after them."""
+        before it are not run), e.g. to try many changes made after them; with a ``cache``,
+        it must hold the past of the blocks from ``start`` on (those before are not read)."""
         n, t = ids.shape
         past = cache.length if cache is not None else 0
         if attention_mask is None and cache is not None and cache.mask is not None:
             attention_mask = torch.cat([cache.mask, cache.mask.new_ones(n, t)], dim=1)
-        if start and (x_start is None or cache is not None):
-            raise ValueError("resuming at a block needs x_start and no KV cache")
+        if start and x_start is None:
+            raise ValueError("resuming at a block needs x_start (the stream entering it)")
         x = self.embed_tokens(ids) if x_start is None else x_start  # (N, T, dim)
         mask = None
         if attention_mask is None:

@@ -311,6 +311,35 @@ class TextModel:
         h = self.module.hidden(self.check_latents(ids), start=block, x_start=stream)
         return self.module.logits(h[rows, cols])
 
+    def head_past(self, ids: torch.Tensor, mask: torch.Tensor) -> KVCache:
+        """Every block's keys and values of ``ids`` (N, P), left padding False in ``mask``
+        (N, P): the past that later columns attend to. A change made at column P or after
+        cannot reach these columns (attention is causal), so they run once."""
+        past = KVCache()
+        self.module.hidden(self.check_latents(ids), cache=past, attention_mask=mask)
+        width = past.length
+        return KVCache([k[:, :, :width].clone() for k in past.k],
+                       [v[:, :, :width].clone() for v in past.v], list(past.lengths), past.mask)
+
+    @staticmethod
+    def _after(past: KVCache) -> KVCache:
+        # a fresh cache on the same past: the columns after it are appended to new buffers, so
+        # ``past`` serves every step unchanged
+        return KVCache(list(past.k), list(past.v), list(past.lengths), past.mask)
+
+    def tail_stream(self, ids: torch.Tensor, past: KVCache, block: int) -> torch.Tensor:
+        """(N, T, dim) residual stream entering ``block`` at the columns ``ids`` (N, T) that
+        follow ``past`` (from head_past; right padding is never seen by real tokens)."""
+        return self.module.hidden(self.check_latents(ids), cache=self._after(past), stop=block)
+
+    def tail_logits(self, ids: torch.Tensor, past: KVCache, block: int, stream: torch.Tensor,
+                    rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """logits_from for the columns after ``past``: (K, V) at (rows, cols) of ``ids``, resumed
+        from ``stream`` entering ``block``; differentiable in it."""
+        h = self.module.hidden(self.check_latents(ids), cache=self._after(past), start=block,
+                               x_start=stream)
+        return self.module.logits(h[rows, cols])
+
     # -- text helpers -----------------------------------------------------------------------------
     @contextmanager
     def overridden(self, weights: Mapping[str, torch.Tensor] | None) -> Iterator[None]:
