@@ -272,7 +272,7 @@ def test_the_value_search_resumes_after_the_edited_block_with_the_same_result(s,
     assert len(ends) > 1  # the prefixes put the subject's end at different columns
     fast, rep_fast = s.value_shift(req, fact)
     with monkeypatch.context() as m:
-        m.delattr(type(s.gen), "tail_logits")
+        m.delattr(type(s.gen), "head_past")
         whole, rep_whole = s.value_shift(req, fact)
     monkeypatch.setattr(s.gen, "block_after", lambda name: None)
     slow, rep_slow = s.value_shift(req, fact)

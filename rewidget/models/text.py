@@ -301,16 +301,6 @@ class TextModel:
             return int(parts[1]) + 1
         return None
 
-    def stream_before(self, ids: torch.Tensor, block: int) -> torch.Tensor:
-        """(N, T, dim) residual stream entering ``block`` (the blocks before it run once)."""
-        return self.module.hidden(self.check_latents(ids), stop=block)
-
-    def logits_from(self, ids: torch.Tensor, block: int, stream: torch.Tensor,
-                    rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """logits_at, resumed from ``stream`` entering ``block``; differentiable in it."""
-        h = self.module.hidden(self.check_latents(ids), start=block, x_start=stream)
-        return self.module.logits(h[rows, cols])
-
     def head_past(self, ids: torch.Tensor, mask: torch.Tensor) -> KVCache:
         """Every block's keys and values of ``ids`` (N, P), left padding False in ``mask``
         (N, P): the past that later columns attend to. A change made at column P or after
@@ -318,24 +308,28 @@ class TextModel:
         past = KVCache()
         self.module.hidden(self.check_latents(ids), cache=past, attention_mask=mask)
         width = past.length
+        # buffers cut to the past's width: the columns after it go to new buffers, so the
+        # same past serves every later call unchanged
         return KVCache([k[:, :, :width].clone() for k in past.k],
                        [v[:, :, :width].clone() for v in past.v], list(past.lengths), past.mask)
 
     @staticmethod
-    def _after(past: KVCache) -> KVCache:
-        # a fresh cache on the same past: the columns after it are appended to new buffers, so
-        # ``past`` serves every step unchanged
-        return KVCache(list(past.k), list(past.v), list(past.lengths), past.mask)
+    def _after(past: KVCache | None) -> KVCache | None:
+        return None if past is None else \
+            KVCache(list(past.k), list(past.v), list(past.lengths), past.mask)
 
-    def tail_stream(self, ids: torch.Tensor, past: KVCache, block: int) -> torch.Tensor:
-        """(N, T, dim) residual stream entering ``block`` at the columns ``ids`` (N, T) that
-        follow ``past`` (from head_past; right padding is never seen by real tokens)."""
+    def stream_before(self, ids: torch.Tensor, block: int, past: KVCache | None = None
+                      ) -> torch.Tensor:
+        """(N, T, dim) residual stream entering ``block`` (the blocks before it run once); with
+        ``past`` (head_past), ``ids`` are the columns that follow it (right padding is never
+        seen by real tokens)."""
         return self.module.hidden(self.check_latents(ids), cache=self._after(past), stop=block)
 
-    def tail_logits(self, ids: torch.Tensor, past: KVCache, block: int, stream: torch.Tensor,
-                    rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """logits_from for the columns after ``past``: (K, V) at (rows, cols) of ``ids``, resumed
-        from ``stream`` entering ``block``; differentiable in it."""
+    def logits_from(self, ids: torch.Tensor, block: int, stream: torch.Tensor,
+                    rows: torch.Tensor, cols: torch.Tensor, past: KVCache | None = None
+                    ) -> torch.Tensor:
+        """logits_at, resumed from ``stream`` entering ``block``; differentiable in it. With
+        ``past``, as in stream_before."""
         h = self.module.hidden(self.check_latents(ids), cache=self._after(past), start=block,
                                x_start=stream)
         return self.module.logits(h[rows, cols])

@@ -355,9 +355,10 @@ class TextRewriteSession:
         return self._inverses[key]
 
     # -- the edit ---------------------------------------------------------------------------------
-    def _batch(self, rows: list[list[int]], left: Sequence[int] | None = None):
-        """Right-padded ids (N, T) (causal attention never sees the padding); with ``left``
-        (pad tokens before each row), (ids, mask): mask (N, T) False at the left padding."""
+    def _batch(self, rows: list[list[int]], left: Sequence[int] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids (N, T), right-padded (causal attention never sees that padding), and after
+        ``left[i]`` pad tokens before row i; mask (N, T) False at the left padding."""
         lead = list(left) if left is not None else [0] * len(rows)
         t = max(o + len(r) for o, r in zip(lead, rows, strict=True))
         pad = self.gen.eos_id if self.gen.eos_id is not None else 0
@@ -366,8 +367,7 @@ class TextRewriteSession:
         for i, (o, r) in enumerate(zip(lead, rows, strict=True)):
             ids[i, o:o + len(r)] = torch.tensor(r)
             mask[i, :o] = False
-        ids = ids.to(self.gen.device)
-        return ids if left is None else (ids, mask.to(self.gen.device))
+        return ids.to(self.gen.device), mask.to(self.gen.device)
 
     def subject_keys(self, request: FactRequest, fact: Fact, layer: str | None = None
                      ) -> torch.Tensor:
@@ -390,7 +390,7 @@ class TextRewriteSession:
             rows.append(ids[:p + 1])
             pos.append(p)
         with torch.no_grad():
-            keys = self.gen.keys(layer, self._batch(rows))  # (N, T, d_in)
+            keys = self.gen.keys(layer, self._batch(rows)[0])  # (N, T, d_in)
         keys = keys[torch.arange(len(rows)), torch.tensor(pos)]  # (prefixes [+ 1], d_in)
         n = len(request.prefixes)
         if request.key_mode == "mean" or n == 1:
@@ -454,7 +454,7 @@ class TextRewriteSession:
         # columns before it cannot see δ (attention is causal) and run once too, with their keys
         # and values kept (the Eiffel Tower fact: 7 rows × 9 columns a step instead of 7 × 19)
         block = self.gen.block_after(layer) if hasattr(self.gen, "block_after") else None
-        split = max(pos) if block is not None and hasattr(self.gen, "tail_logits") else 0
+        split = max(pos) if block is not None and hasattr(self.gen, "head_past") else 0
         offs = [split - p for p in pos] if split else [0] * len(rows)
         ids, mask = self._batch(rows, offs)
         dev = ids.device
@@ -485,13 +485,9 @@ class TextRewriteSession:
             try:
                 if block is None:
                     logits0 = self.gen.logits_at(ids, all_rows, all_cols)  # (K, V)
-                elif past is None:
-                    stream0 = self.gen.stream_before(ids, block)
-                    logits0 = self.gen.logits_from(ids, block, stream0, all_rows, all_cols)
                 else:
-                    stream0 = self.gen.tail_stream(tail, past, block)
-                    logits0 = self.gen.tail_logits(tail, past, block, stream0, all_rows,
-                                                   all_cols)
+                    stream0 = self.gen.stream_before(tail, block, past)
+                    logits0 = self.gen.logits_from(tail, block, stream0, all_rows, all_cols, past)
             finally:
                 h.remove()
         base_logp = F.log_softmax(logits0[n_t:].float(), -1) if len(e_rows) else None
@@ -509,9 +505,7 @@ class TextRewriteSession:
                 return self.gen.logits_at(ids, all_rows, all_cols)  # (K, V), via the hook
             stream = stream0.clone()
             stream[row_idx, pos_t] = stream[row_idx, pos_t] + delta
-            if past is None:
-                return self.gen.logits_from(ids, block, stream, all_rows, all_cols)
-            return self.gen.tail_logits(tail, past, block, stream, all_rows, all_cols)
+            return self.gen.logits_from(tail, block, stream, all_rows, all_cols, past)
 
         opt = torch.optim.Adam([delta], lr=opts["lr"])
         trace, t0 = [], time.perf_counter()
