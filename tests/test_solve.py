@@ -185,3 +185,30 @@ def test_iterative_solver_improves_the_faces_last_layer(faces_gen):
     assert float(it.factor.abs().max()) > 0
     assert it.report["installed"]["l1"] < 0.95 * it.report["before"]["l1"]
     assert it.report["installed"]["l1"] <= 1.05 * ex.report["installed"]["l1"]
+
+
+@pytest.mark.parametrize("layer", SPATIAL)
+def test_a_nested_basis_serves_every_rank_its_own_normal_equations(gen, layer):
+    """EditProblem.normal slices the equations of the widest basis for each leading rank: the
+    same solve as building the rank's own equations, and the installed error from W₀k plus the
+    rank-r change is the one of running the layer with W₀ + ΔW."""
+    from rewidget.core.edits import EditProblem
+    from rewidget.core.solve import normal_equations
+
+    mem, inv, keys, _, target, (k, w) = setup(gen, layer)
+    problem = EditProblem(mem, k, w, [target])
+    d3, _ = problem.directions(inv, 3, "whitened", 3)
+    for rank in (1, 2, 3):
+        d, _ = problem.directions(inv, rank, "whitened", 3)
+        gram, rhs = problem.normal(d)
+        own_gram, own_rhs = normal_equations(mem, d, [target])
+        assert gram.shape == own_gram.shape
+        torch.testing.assert_close(gram, own_gram, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(rhs, own_rhs, rtol=1e-9, atol=1e-9)
+        factor, _ = solve_exact(mem, d, [target], normal=(gram, rhs))
+        full = masked_errors(mem, [target], mem.weight + mem.delta_weight(d, factor))
+        fast = problem.errors(d, factor)
+        assert fast["l2"] == pytest.approx(full["l2"], rel=1e-5)
+        assert mem.delta_norm(d, factor) == pytest.approx(
+            float(mem.delta_weight(d, factor).double().norm()), rel=1e-6)
+    assert torch.equal(d3[:, :1], problem.directions(inv, 1, "whitened", 3)[0])

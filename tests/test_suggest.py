@@ -291,6 +291,62 @@ def test_frechet_distance_matches_its_definition_for_diagonal_gaussians():
     assert realism_loss(ref, rows * 3, rows) == 0.0  # closer to the reference costs nothing
 
 
+def test_feature_moments_merged_from_batches_are_those_of_all_rows():
+    from rewidget.core.scoring import Moments
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.randn(300, 5, generator=g) + 2, torch.randn(40, 5, generator=g) * 3
+    merged, whole = Moments.of(a).merge(Moments.of(b)), Moments.of(torch.cat([a, b]))
+    assert merged.n == whole.n == 340
+    torch.testing.assert_close(merged.mean, whole.mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(merged.cov, whole.cov, rtol=1e-5, atol=1e-5)
+    ref = Reference.of(torch.randn(2000, 5, generator=g))
+    assert ref.distance(merged) == pytest.approx(ref.distance(torch.cat([a, b])), rel=1e-5)
+
+
+def test_a_screened_candidate_scored_again_renders_only_the_new_samples(tiny, monkeypatch):
+    """Screened on a few held-out samples, then a finalist on all: the same score as scoring it
+    on all at once, and the second pass renders only the samples the first did not."""
+    s, sug = tiny
+    c = next(c for c in sug.candidates if not c.screened and c.edit.request.solver == "exact")
+    view, index = layer_view(s, c.layer, len(sg.PREVIEW_SEEDS))
+    fresh, _ = layer_view(s, c.layer, len(sg.PREVIEW_SEEDS))
+    for v in (view, fresh):
+        v.region = (c.edit.directions, c.edit.context_level)
+    drawn = []
+    render = sg._LayerView.render
+
+    def counted(self, *a, **k):
+        out = render(self, *a, **k)
+        drawn.append(out[0].shape[0])
+        return out
+    monkeypatch.setattr(sg._LayerView, "render", counted)
+    with torch.no_grad():
+        sg.score_candidate(view, c.edit, "paste", index, held=3)
+        again = sg.score_candidate(view, c.edit, "paste", index)
+        once = sg.score_candidate(fresh, c.edit, "paste", index)
+    assert drawn == [view.n_req + 3, view.n_held - 3, view.n_req + view.n_held]
+    assert not again.screened
+    for k in ("effect", "spread", "collateral", "realism", "score"):
+        assert getattr(again, k) == pytest.approx(getattr(once, k), rel=1e-5, abs=1e-7), k
+
+
+def test_the_realism_reference_is_kept_until_the_weights_change(tiny):
+    s, sug = tiny
+    stop = s.gen.layer_names()[-1]
+    ref = sg.reference_at(s, stop)
+    assert sg.reference_at(s, stop) is ref
+    upstream = next(c for c in sug.candidates if c.layer != stop and not c.screened)
+    s.commit(upstream, confirm=True)
+    try:
+        after = sg.reference_at(s, stop)
+        assert after is not ref and not torch.allclose(after.mean, ref.mean)
+        rows = sg._rows(s.keys(stop, [Sample(x) for x in sg.REFERENCE_SEEDS]))
+        torch.testing.assert_close(after.mean, Reference.of(rows).mean)
+    finally:
+        s.undo()
+    assert torch.allclose(sg.reference_at(s, stop).mean, ref.mean)
+
+
 def test_pareto_front():
     assert pareto_front([(1, 1), (2, 0), (0, 0), (1, 1)]) == [True, True, False, True]
 

@@ -131,6 +131,7 @@ class EditProblem:
     _bases: dict = field(default_factory=dict, repr=False)  # rule → (nested basis, width)
     _normal: list = field(default_factory=list, repr=False)  # [(D, normal equations), ...]
     _before: dict | None = field(default=None, repr=False)  # masked error of W₀ on the goals
+    _values0: list | None = field(default=None, repr=False)  # unedited_values()
     #: for the output solver: the generator, the request and each sample's keys
     gen: Generator | None = field(default=None, repr=False)
     request: EditRequest | None = field(default=None, repr=False)
@@ -158,14 +159,48 @@ class EditProblem:
         d = take_rank(cached[0], rank, bool(self.protected))
         return d, context_level(d, self.context_keys, self.context_weights)
 
+    def basis(self, rule: str) -> torch.Tensor | None:
+        """The nested basis ``directions`` built for ``rule`` (D of every rank leads it)."""
+        cached = self._bases.get(rule)
+        return None if cached is None else cached[0]
+
     def normal(self, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The exact solver's normal equations for directions ``d`` (shared by every ridge)."""
+        """The exact solver's normal equations for directions ``d`` (shared by every ridge).
+
+        A design column belongs to one direction (rank-major, solve.normal_equations), so when
+        ``d`` leads a nested basis of ``directions`` the equations of the whole basis are built
+        once and every rank takes its leading block: the same sums, one pass over the goals."""
+        r = d.shape[1]
+        for basis, _ in self._bases.values():
+            if basis.shape[1] > r and basis.shape == (d.shape[0], basis.shape[1]) \
+                    and torch.equal(basis[:, :r], d):
+                gram, rhs = self.normal(basis)
+                q = gram.shape[0] // basis.shape[1] * r
+                return gram[:q, :q], rhs[:q]
         for known, eqs in self._normal:
             if known.shape == d.shape and torch.equal(known, d):
                 return eqs
-        eqs = normal_equations(self.mem, d, self.targets)
+        eqs = normal_equations(self.mem, d, self.targets, self.unedited_values())
         self._normal.append((d, eqs))
         return eqs
+
+    def unedited_values(self) -> list[torch.Tensor]:
+        """Each goal's keys through the unedited layer, W₀k (+ bias), computed once."""
+        if self._values0 is None:
+            with torch.no_grad():
+                self._values0 = [self.mem.values(t.keys) for t in self.targets]
+        return self._values0
+
+    def errors(self, d: torch.Tensor, factor: torch.Tensor) -> dict[str, float]:
+        """masked_errors of W₀ + ΛDᵀ on the goals; for a ``plain`` layer from W₀k plus the
+        rank-r change, without building or running the full-width weight."""
+        if not self.mem.plain:
+            return masked_errors(self.mem, self.targets,
+                                 self.mem.weight.detach() + self.mem.delta_weight(d, factor))
+        with torch.no_grad():
+            values = [self.mem.edited_values(t.keys, d, factor, v0)
+                      for t, v0 in zip(self.targets, self.unedited_values(), strict=True)]
+        return masked_errors(self.mem, self.targets, values=values)
 
 
 def edit_problem(gen: Generator, request: EditRequest) -> EditProblem:
@@ -252,17 +287,16 @@ def solve_problem(problem: EditProblem, request: EditRequest, inv: CovarianceInv
         factor, rep = solve_output(problem.gen, mem, request.layer, d,
                                    problem.output_goal(int(opts["grow"])), init,
                                    int(opts["steps"]), opts["lr"], opts["keep"], progress, cancel)
-    w = mem.weight.detach()
-    delta = mem.delta_weight(d, factor)
     if problem._before is None:
-        problem._before = masked_errors(mem, targets)
-    rep = {**rep, "before": problem._before,
-           "installed": masked_errors(mem, targets, w + delta), "notes": list(inv.notes)}
+        problem._before = masked_errors(mem, targets, values=problem.unedited_values())
+    rep = {**rep, "before": problem._before, "installed": problem.errors(d, factor),
+           "notes": list(inv.notes)}
     if request.solver == "output":  # its goal is in the output: "before"/"installed" are there
         goal = problem.output_goal(int(opts["grow"]))
         rep["layer_before"], rep["layer_installed"] = rep["before"], rep["installed"]
         rep["before"] = output_errors(problem.gen, request.layer, goal)
-        rep["installed"] = output_errors(problem.gen, request.layer, goal, w + delta)
+        rep["installed"] = output_errors(problem.gen, request.layer, goal,
+                                         mem.weight.detach() + mem.delta_weight(d, factor))
     return Edit(request.layer, d.detach(), factor.detach(), request, rep, level, tuple(targets))
 
 

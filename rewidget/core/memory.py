@@ -147,6 +147,13 @@ class LinearMemory:
         lam = factor.to(device=w.device, dtype=torch.float64).movedim(self.key_axis, -1)
         return (lam @ d.T).movedim(-1, self.key_axis).to(w.dtype)  # (..., r) @ (r, C_in)
 
+    def delta_norm(self, directions: torch.Tensor, factor: torch.Tensor) -> float:
+        """‖ΛDᵀ‖_F without forming ΔW: √(Σ over rows λ of λ (DᵀD) λᵀ), in float64."""
+        d = directions.to(torch.float64)
+        lam = factor.to(device=d.device, dtype=torch.float64).movedim(self.key_axis, -1)
+        lam = lam.reshape(-1, d.shape[1])
+        return float(((lam @ (d.T @ d)) * lam).sum().clamp_min(0).sqrt())
+
     def factor_from_delta(self, delta: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
         """Λ with ΛDᵀ = delta·P, P the projection onto span(D) along the key axis (float64)."""
         d = directions.to(device=delta.device, dtype=torch.float64)

@@ -2,6 +2,7 @@
 
     r = change_inside_outside(before, after, match, threshold=0.5)
     r["inside"], r["outside"], r["ratio"]     # mean |Δpixel| in each region, and their ratio
+    sums = change_sums(before, after, match)  # the same in parts that add up over batches
     closer = paste_closeness(copy_src, target_before, target_after, copy_mask, offset)
 """
 
@@ -21,15 +22,30 @@ def match_region(match: torch.Tensor, image_size: int, threshold: float = 0.5) -
     return up >= threshold
 
 
+def change_sums(before: torch.Tensor, after: torch.Tensor, match: torch.Tensor,
+                threshold: float = 0.5) -> dict[str, float]:
+    """Summed |Δpixel| (mean over channels) and pixel counts inside/outside the match: the
+    parts of change_inside_outside, which add up over batches of samples (change_from_sums)."""
+    diff = (after - before).abs().mean(1)  # (N, S, S)
+    region = match_region(match, diff.shape[-1], threshold)
+    n_in = int(region.sum())
+    return {"inside_sum": float(diff[region].sum()), "inside_n": n_in,
+            "outside_sum": float(diff[~region].sum()), "outside_n": int(region.numel()) - n_in}
+
+
+def change_from_sums(sums: dict[str, float]) -> dict[str, float]:
+    """change_inside_outside's means from (possibly added-up) change_sums."""
+    n_in, n_out = sums["inside_n"], sums["outside_n"]
+    inside = sums["inside_sum"] / n_in if n_in else float("nan")
+    outside = sums["outside_sum"] / n_out if n_out else float("nan")
+    return {"inside": inside, "outside": outside, "ratio": inside / max(outside, 1e-12),
+            "inside_share": n_in / max(n_in + n_out, 1)}
+
+
 def change_inside_outside(before: torch.Tensor, after: torch.Tensor, match: torch.Tensor,
                           threshold: float = 0.5) -> dict[str, float]:
     """Mean absolute pixel change (images in [-1, 1], (N, 3, S, S)) inside/outside the match."""
-    diff = (after - before).abs().mean(1)  # (N, S, S)
-    region = match_region(match, diff.shape[-1], threshold)
-    inside = float(diff[region].mean()) if region.any() else float("nan")
-    outside = float(diff[~region].mean()) if (~region).any() else float("nan")
-    return {"inside": inside, "outside": outside, "ratio": inside / max(outside, 1e-12),
-            "inside_share": float(region.float().mean())}
+    return change_from_sums(change_sums(before, after, match, threshold))
 
 
 def paste_closeness(source: torch.Tensor, before: torch.Tensor, after: torch.Tensor,

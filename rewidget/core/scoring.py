@@ -4,6 +4,7 @@
     fd = frechet_distance(mu0, cov0, mu1, cov1)      # ‖μ₀−μ₁‖² + tr(Σ₀+Σ₁−2(Σ₀^½Σ₁Σ₀^½)^½)
     ref = Reference.of(rows_of_many_samples)         # the generator's own distribution there
     loss = realism_loss(ref, rows_before, rows_after)  # extra distance from it, per channel
+    m = Moments.of(rows_a).merge(Moments.of(rows_b))  # = Moments.of(both); ref.distance(m)
     size = relative_update(delta, weight)            # ‖ΔW‖ / ‖W₀‖
     front = pareto_front([(effect, -collateral, -loss), ...])  # [True, False, ...]
 
@@ -30,6 +31,33 @@ def feature_moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     xc = rows - mu
     cov = (xc.T @ xc).to(torch.float64) / max(rows.shape[0] - 1, 1)
     return mu.to(torch.float64), cov
+
+
+@dataclass(frozen=True)
+class Moments:
+    """Count, mean (C,) and centred sum of squares (C, C) of feature rows, float64; two of them
+    merge into those of all their rows (Chan et al.'s pairwise update), so a distance over many
+    samples can be built from batches scored at different times."""
+
+    n: int
+    mean: torch.Tensor
+    m2: torch.Tensor
+
+    @classmethod
+    def of(cls, rows: torch.Tensor) -> Moments:
+        mu = rows.mean(0)
+        xc = rows - mu
+        return cls(int(rows.shape[0]), mu.to(torch.float64), (xc.T @ xc).to(torch.float64))
+
+    def merge(self, other: Moments) -> Moments:
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        return Moments(n, self.mean + delta * (other.n / n),
+                       self.m2 + other.m2 + torch.outer(delta, delta) * (self.n * other.n / n))
+
+    @property
+    def cov(self) -> torch.Tensor:
+        return self.m2 / max(self.n - 1, 1)
 
 
 def _sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
@@ -69,23 +97,26 @@ class Reference:
         evals = evals.clamp_min(floor * float(evals.max()))
         return cls(mu, (evecs * evals.rsqrt()) @ evecs.T)
 
-    def distance(self, rows: torch.Tensor) -> float:
-        """Fréchet distance of rows (n, C) to the reference, in its whitened units, per channel.
+    def distance(self, rows: torch.Tensor | Moments) -> float:
+        """Fréchet distance of rows (n, C) (or their Moments) to the reference, in its whitened
+        units, per channel.
 
         In whitened units the reference is N(0, I) and the rows' Gaussian is N(Z(μ − μ_ref),
         ZΣZ): only their moments are transformed, never the rows."""
-        mu, cov = feature_moments(rows)
+        mom = rows if isinstance(rows, Moments) else Moments.of(rows)
+        mu, cov = mom.mean, mom.cov
         z = self.whitener
         eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
         return frechet_distance(torch.zeros_like(mu), eye, (mu - self.mean) @ z,
                                 z @ cov @ z) / cov.shape[0]
 
 
-def realism_loss(reference: Reference, before: torch.Tensor | float, after: torch.Tensor) -> float:
+def realism_loss(reference: Reference, before: torch.Tensor | float,
+                 after: torch.Tensor | Moments) -> float:
     """How much further from the generator's own feature distribution the edited samples are
     than the same samples unedited (≥ 0; an edit that draws things the generator draws
     elsewhere — a crown where a roof was — costs little, one that breaks the image a lot).
-    ``before`` may be its distance, already computed."""
+    ``before`` may be its distance, already computed; ``after`` its rows' Moments."""
     base = before if isinstance(before, float) else reference.distance(before)
     return max(0.0, reference.distance(after) - base)
 

@@ -107,13 +107,16 @@ def check_solver_options(solver: str, options: dict) -> dict:
 
 
 def masked_errors(mem: LinearMemory, targets: Sequence[Target],
-                  weight: torch.Tensor | None = None) -> dict[str, float]:
-    """Mask-weighted mean |v − v*| and (v − v*)² over the goal region, per value element."""
+                  weight: torch.Tensor | None = None,
+                  values: Sequence[torch.Tensor] | None = None) -> dict[str, float]:
+    """Mask-weighted mean |v − v*| and (v − v*)² over the goal region, per value element;
+    v = the layer's output for each target's keys (with ``weight``), or ``values`` given."""
     l1 = l2 = total = 0.0
     with torch.no_grad():
-        for t in targets:
+        for i, t in enumerate(targets):
             goal, w, keep = t.rows(mem)
-            vals = mem.value_rows(mem.values(t.keys, weight))[keep]
+            v = mem.values(t.keys, weight) if values is None else values[i]
+            vals = mem.value_rows(v)[keep]
             err = (vals - goal).to(torch.float64)
             l1 += float((err.abs().mean(1) * w).sum())
             l2 += float((err.pow(2).mean(1) * w).sum())
@@ -122,15 +125,18 @@ def masked_errors(mem: LinearMemory, targets: Sequence[Target],
 
 
 def _design_rows(mem: LinearMemory, directions: torch.Tensor, targets: Sequence[Target],
-                 dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Per target: design rows A (P, q), residual v* - v0 (P, C_out) and weights (P,), in dtype."""
+                 dtype: torch.dtype, values: Sequence[torch.Tensor] | None = None
+                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per target: design rows A (P, q), residual v* - v0 (P, C_out) and weights (P,), in dtype
+    (v0: the unedited layer's output for the target's keys, or ``values`` given)."""
     d = directions.to(dtype)
     out = []
     with torch.no_grad():
-        for t in targets:
+        for i, t in enumerate(targets):
             goal, w, keep = t.rows(mem)
             a = mem.value_rows(mem.design(mem.project(t.keys.to(dtype), d)))[keep]
-            resid = goal.to(dtype) - mem.value_rows(mem.values(t.keys))[keep].to(dtype)
+            v0 = mem.values(t.keys) if values is None else values[i]
+            resid = goal.to(dtype) - mem.value_rows(v0)[keep].to(dtype)
             out.append((a, resid, w.to(dtype)))
     return out
 
@@ -144,12 +150,15 @@ def _check_targets(targets: Sequence[Target]) -> None:
         check_finite("the goal values", t.goal)
 
 
-def normal_equations(mem: LinearMemory, directions: torch.Tensor, targets: Sequence[Target]
+def normal_equations(mem: LinearMemory, directions: torch.Tensor, targets: Sequence[Target],
+                     values: Sequence[torch.Tensor] | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    """AᵀWA (q, q) and AᵀW(v* − v₀) (q, C_out) in float64: all an exact solve needs (any ridge)."""
+    """AᵀWA (q, q) and AᵀW(v* − v₀) (q, C_out) in float64: all an exact solve needs (any ridge).
+    A's columns are rank-major (direction j owns q/r consecutive ones), so the equations of
+    D's first r' columns are the leading (q r'/r) block. ``values``: each target's v₀, if known."""
     _check_targets(targets)
     gram = rhs = None
-    for a, resid, w in _design_rows(mem, directions, targets, torch.float64):
+    for a, resid, w in _design_rows(mem, directions, targets, torch.float64, values):
         aw = a * w[:, None]
         g, b = aw.T @ a, aw.T @ resid  # (q, q), (q, C_out)
         gram, rhs = (g, b) if gram is None else (gram + g, rhs + b)

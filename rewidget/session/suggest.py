@@ -48,10 +48,10 @@ from ..core.directions import DEFAULT_RULE, RULES, match_map
 from ..core.edits import Edit, edit_problem, sample_latents, solve_problem
 from ..core.errors import RewriteError
 from ..core.memory import memory_for
-from ..core.metrics import change_inside_outside, paste_closeness
+from ..core.metrics import change_from_sums, change_sums, paste_closeness
 from ..core.progress import CancelToken, ProgressFn, check_cancel, report
 from ..core.requests import Sample
-from ..core.scoring import Reference, pareto_front, realism_loss, relative_update
+from ..core.scoring import Moments, Reference, pareto_front, realism_loss
 from ..core.serial import serial
 
 if TYPE_CHECKING:
@@ -269,15 +269,32 @@ def _rows(feats: torch.Tensor) -> torch.Tensor:
     return feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1]) if feats.dim() == 4 else feats
 
 
+@dataclass
+class _Scored:
+    """What a candidate's score needs from the renders of its first ``held`` held-out samples
+    (and the request's own samples), in parts that add up: scoring it on more held-out samples
+    later (screened → finalist) renders only the new ones."""
+
+    region: object  # the view's region the change was measured against
+    held: int
+    effect: float
+    change: dict[str, float]  # metrics.change_sums over the held-out samples
+    moments: Moments  # of the held-out samples' realism rows
+    cells: int  # key locations of one sample's match map
+
+
 class _LayerView:
     """Everything a layer's candidates share: keys, unedited renders and features.
 
     Each candidate renders the paste targets (``samples``) and held-out ``preview`` samples;
-    ``sources`` holds the copied objects' images (3, S, S), rendered once per suggestion."""
+    ``sources`` holds the copied objects' images (3, S, S), rendered once per suggestion;
+    ``before``: the unedited model's images of samples + preview when already rendered (the
+    same for every layer's view)."""
 
     def __init__(self, session: RewriteSession, layer: str, samples: list[Sample],
                  preview: list[Sample], references: dict,
-                 sources: dict[Sample, torch.Tensor]) -> None:
+                 sources: dict[Sample, torch.Tensor], before: torch.Tensor | None = None
+                 ) -> None:
         gen = session.gen
         self.gen, self.layer = gen, layer
         self.mem = memory_for(gen.layer(layer), layer)
@@ -296,18 +313,21 @@ class _LayerView:
         #: generator of its own whose run_between takes no output= gets the stand-in weight)
         takes = "output" in inspect.signature(gen.run_between).parameters
         self.out0 = self.mem.values(self.keys) if self.mem.plain and takes else None
-        self.before, self.feats_before = self.render(None)
+        if before is None:
+            self.before, self.feats_before = self.render(None)
+        else:  # the unedited model drawn once for every layer; its features here are cached keys
+            self.before = before
+            self.feats_before = _patches(before[self.n_req:]) if self.stop is None else \
+                _rows(session.keys(self.stop, self.samples)[self.n_req:])
         if self.stop not in references:
-            ref = [Sample(s) for s in REFERENCE_SEEDS]
-            if self.stop is None:
-                rows = _patches(gen.forward(sample_latents(gen, ref)))
-            else:
-                rows = _rows(session.keys(self.stop, ref))
-            references[self.stop] = Reference.of(rows)
+            references[self.stop] = reference_at(session, self.stop)
         self.reference = references[self.stop]
         self._distance: dict[int, float] = {}
         #: (D, level) whose match map is "where the context fires" for every candidate here
         self.region: tuple[torch.Tensor, float] | None = None
+        self.scored: dict[Edit, _Scored] = {}  # its renders so far (score_candidate; by identity)
+        self.matches: tuple = (None, {})  # (the region, {(start, stop): _match})
+        self._proj: list[tuple[torch.Tensor, torch.Tensor]] = []  # (basis, its Dᵀk), know_basis
 
     @property
     def n_held(self) -> int:
@@ -320,27 +340,65 @@ class _LayerView:
             self._distance[held] = self.reference.distance(rows[:held].flatten(0, 1))
         return self._distance[held]
 
-    def render(self, edit: Edit | None, held: int | None = None
+    def know_basis(self, basis: torch.Tensor | None) -> None:
+        """Project every sample's keys onto a nested basis once: the candidates whose D leads
+        it take their projections Dᵀk from it (projected)."""
+        if basis is not None and not any(b is basis for b, _ in self._proj):
+            self._proj.append((basis, self.mem.project(self.keys, basis)))
+
+    def projected(self, d: torch.Tensor) -> torch.Tensor | None:
+        """Dᵀk of every sample from a known basis that ``d`` leads, or None."""
+        r = d.shape[1]
+        for basis, z in self._proj:
+            if basis.shape[1] >= r and basis.shape[0] == d.shape[0] and \
+                    torch.equal(basis[:, :r], d):
+                return z[:, :r] if self.mem.spatial else z[..., :r]
+        return None
+
+    def render(self, edit: Edit | None, held: int | None = None, start: int = 0
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images (n_req + held, 3, S, S) and the held-out samples' realism rows, with
-        ``edit`` in place at the layer (``held``: how many held-out samples; default all)."""
+        """Images of samples [start, n_req + held) (``held``: how many held-out samples;
+        default all) and the realism rows of the held-out ones among them, with ``edit`` in
+        place at the layer."""
         n = self.n_req + (self.n_held if held is None else held)
-        keys, z = self.keys[:n], self.z[:n]
+        keys, z = self.keys[start:n], self.z[start:n]
         swap: dict = {}
         if edit is not None and self.out0 is not None:
+            z = self.projected(edit.directions)
             swap["output"] = self.mem.edited_values(keys, edit.directions, edit.factor,
-                                                    self.out0[:n])
+                                                    self.out0[start:n]) if z is None else \
+                self.out0[start:n] + self.mem.delta_values(z[start:n], edit.factor)
         elif edit is not None:
             module = self.gen.layer(self.layer)
             swap["weight"] = module.weight + edit.delta(module)
         elif self.out0 is not None:
-            swap["output"] = self.out0[:n]
+            swap["output"] = self.out0[start:n]
+        skip = max(self.n_req - start, 0)  # request samples in this batch
         if self.stop is None:
             img = self.gen.run_between(self.layer, keys, None, z=z, **swap)
-            return img, _patches(img[self.n_req:])
+            return img, _patches(img[skip:])
         feats = self.gen.run_between(self.layer, keys, self.stop, z=z, **swap)
         img = self.gen.forward_from(self.stop, feats, z=z)
-        return img, _rows(feats[self.n_req:])
+        return img, _rows(feats[skip:])
+
+
+def reference_at(session: RewriteSession, stop: str | None) -> Reference:
+    """The generator's own feature distribution at ``stop`` (the input of that layer; None: 4×4
+    pixel patches of the output) on REFERENCE_SEEDS, under the weights installed now; kept on
+    the session until any layer's weights change."""
+    gen = session.gen
+    token = session.history.state_token(gen.layer_names())
+    cache = session.__dict__.setdefault("_suggest_references", {})
+    hit = cache.get(stop)
+    if hit is not None and hit[0] == token:
+        return hit[1]
+    ref = [Sample(s) for s in REFERENCE_SEEDS]
+    if stop is None:
+        rows = _patches(gen.forward(sample_latents(gen, ref)))
+    else:
+        rows = _rows(session.keys(stop, ref))
+    cache[stop] = (token, Reference.of(rows))
+    return cache[stop][1]
 
 
 def _paste_effect(view: _LayerView, after: torch.Tensor, request, index) -> float:
@@ -357,32 +415,68 @@ def _erase_effect(edit: Edit) -> float:
     return 1 - after / before if before > 0 else float("nan")
 
 
+def _match(view: _LayerView, edit: Edit, start: int, stop: int) -> torch.Tensor:
+    """"Where the context fires" on held-out samples [start, stop) (the view's region, the
+    same for every candidate: computed once per range; without one, the edit's own D)."""
+    if view.matches[0] is not view.region:
+        view.matches = (view.region, {})
+    if view.region is not None and (start, stop) in view.matches[1]:
+        return view.matches[1][(start, stop)]
+    d, level = view.region or (edit.directions, edit.context_level)
+    n = view.n_req
+    match = match_map(view.mem, view.keys[n + start:n + stop], d) / level
+    if match.dim() != 3:  # a Linear layer: one key per sample fires (or not) for all of it
+        match = match.reshape(match.shape[0], -1).amax(1)[:, None, None]
+    if view.region is not None:
+        view.matches[1][(start, stop)] = match
+    return match
+
+
+def _scored(view: _LayerView, edit: Edit, kind: str, index, held: int) -> _Scored:
+    """The renders ``edit`` needs to be scored on ``held`` held-out samples: those already
+    made for it at this view (same region), extended by the held-out samples they lack."""
+    n = view.n_req
+    prev = view.scored.get(edit)
+    if prev is not None and prev.region is view.region and prev.held <= held:
+        if prev.held == held:
+            return prev
+        after, feats = view.render(edit, held, start=n + prev.held)
+        part = change_sums(view.before[n + prev.held:n + held], after,
+                           _match(view, edit, prev.held, held))
+        out = _Scored(view.region, held, prev.effect,
+                      {k: prev.change[k] + part[k] for k in part},
+                      prev.moments.merge(Moments.of(feats)), prev.cells)
+    else:
+        after, feats = view.render(edit, held)
+        effect = _paste_effect(view, after, edit.request, index) if kind == "paste" \
+            else _erase_effect(edit)
+        match = _match(view, edit, 0, held)
+        out = _Scored(view.region, held, effect,
+                      change_sums(view.before[n:n + held], after[n:], match),
+                      Moments.of(feats), math.prod(match.shape[1:]))
+    view.scored[edit] = out
+    return out
+
+
 def score_candidate(view: _LayerView, edit: Edit, kind: str, index, held: int | None = None
                     ) -> Candidate:
     """Render ``edit`` on the view's samples (weights untouched) and score it (on the first
-    ``held`` held-out samples; default all)."""
+    ``held`` held-out samples; default all). Scored again on more held-out samples, only the
+    new ones are rendered."""
     held = view.n_held if held is None else held
     module = view.gen.layer(view.layer)
-    delta = edit.delta(module)
-    after, feats_after = view.render(edit, held)
-    n, m = view.n_req, view.n_req + held
-    d, level = view.region or (edit.directions, edit.context_level)
-    match = match_map(view.mem, view.keys[n:m], d) / level
-    if match.dim() != 3:  # a Linear layer: one key per sample fires (or not) for all of it
-        match = match.reshape(match.shape[0], -1).amax(1)[:, None, None]
-    change = change_inside_outside(view.before[n:m], after[n:], match)  # images in [-1, 1]
+    part = _scored(view, edit, kind, index, held)
+    change = change_from_sums(part.change)  # images in [-1, 1]
     # in 0..1 pixel units; a region that is empty changed by nothing, and so does one smaller
     # than MIN_REGION_CELLS of the layer's key locations over all the held-out images together
     spread, collateral = (change[k] / 2 if math.isfinite(change[k]) else 0.0
                           for k in ("inside", "outside"))
-    if match.dim() == 3 and change["inside_share"] * match.shape[0] * match[0].numel() \
-            < MIN_REGION_CELLS:
+    if change["inside_share"] * held * part.cells < MIN_REGION_CELLS:
         spread = 0.0
-    effect = _paste_effect(view, after, edit.request, index) if kind == "paste" \
-        else _erase_effect(edit)
-    realism = realism_loss(view.reference, view.distance_before(held), feats_after)
-    size = relative_update(delta, module.weight)
-    eff = effect if math.isfinite(effect) else 0.0
+    realism = realism_loss(view.reference, view.distance_before(held), part.moments)
+    size = view.mem.delta_norm(edit.directions, edit.factor) / \
+        float(module.weight.norm().clamp_min(1e-30))
+    eff = part.effect if math.isfinite(part.effect) else 0.0
     general = generalisation(spread, collateral)
     score = eff * general - REALISM_WEIGHT * realism / REALISM_AMBER
     meters = meters_for(kind, eff, general, spread, collateral, realism, view.space, size, held)
@@ -446,7 +540,8 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
 
     def view_of(layer: str) -> _LayerView:
         if layer not in views:
-            views[layer] = _LayerView(session, layer, samples, held_out, references, sources)
+            views[layer] = _LayerView(session, layer, samples, held_out, references, sources,
+                                      before)
         return views[layer]
 
     def solve(layer: str, rank: int, rule: str, opt: dict, how: str = solver) -> Edit:
@@ -463,12 +558,14 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
             except RewriteError:  # (a layer too narrow for max(ranks): each its own D)
                 pass
         d, level = problem.directions(inv, rank, rule, max(ranks))
+        view.know_basis(problem.basis(rule))
         return solve_problem(problem, req, inv, d, level)
 
     # one thread: dozens of small renders and factorizations, each a few ms; with two threads
     # on a loaded 2-core machine every op waits for a descheduled thread (10x slower, serial.py)
     with session.lock, torch.no_grad(), serial():  # the weights stay as they are meanwhile
         sources = {c.sample: session.images([c.sample])[0] for c, _ in base.pastes}
+        before = session.images(samples + held_out)  # unedited: the same for every layer
         # screening: every layer × rule × rank at the first solver option (ridge)
         for layer, rule, rank in settings:
             check_cancel(cancel, "The suggestion")
