@@ -301,6 +301,17 @@ def test_feature_moments_merged_from_batches_are_those_of_all_rows():
     torch.testing.assert_close(merged.cov, whole.cov, rtol=1e-5, atol=1e-5)
     ref = Reference.of(torch.randn(2000, 5, generator=g))
     assert ref.distance(merged) == pytest.approx(ref.distance(torch.cat([a, b])), rel=1e-5)
+    maps = torch.randn(3, 5, 4, 6, generator=g)  # every location a row, read in place
+    rows = maps.permute(0, 2, 3, 1).reshape(-1, 5)
+    torch.testing.assert_close(Moments.of(maps).cov, Moments.of(rows).cov, rtol=1e-5, atol=1e-6)
+    assert Moments.of(maps).n == 72
+    assert ref.distance(maps) == pytest.approx(ref.distance(rows), rel=1e-5)
+    # the distance in closed form is frechet_distance to N(0, I) in whitened units, per channel
+    m = Moments.of(rows)
+    z = ref.whitener
+    expect = frechet_distance(torch.zeros(5, dtype=torch.float64), torch.eye(5, dtype=torch.float64),
+                              (m.mean - ref.mean) @ z, z @ m.cov @ z) / 5
+    assert ref.distance(rows) == pytest.approx(expect, rel=1e-6, abs=1e-9)
 
 
 def test_a_screened_candidate_scored_again_renders_only_the_new_samples(tiny, monkeypatch):

@@ -45,9 +45,19 @@ class Moments:
 
     @classmethod
     def of(cls, rows: torch.Tensor) -> Moments:
-        mu = rows.mean(0)
-        xc = rows - mu
-        return cls(int(rows.shape[0]), mu.to(torch.float64), (xc.T @ xc).to(torch.float64))
+        """From rows (n, C), rows per sample (N, P, C), or feature maps (N, C, H, W) whose
+        every location is a row (read in place, never permuted into a copy)."""
+        if rows.dim() == 3:
+            rows = rows.flatten(0, 1)
+        if rows.dim() == 2:
+            mu = rows.mean(0)
+            xc = rows - mu
+            return cls(int(rows.shape[0]), mu.to(torch.float64), (xc.T @ xc).to(torch.float64))
+        x = rows.flatten(2)  # (N, C, HW)
+        mu = x.mean((0, 2))
+        xc = x - mu[:, None]
+        return cls(int(x.shape[0] * x.shape[2]), mu.to(torch.float64),
+                   (xc @ xc.transpose(1, 2)).sum(0).to(torch.float64))
 
     def merge(self, other: Moments) -> Moments:
         n = self.n + other.n
@@ -106,9 +116,13 @@ class Reference:
         mom = rows if isinstance(rows, Moments) else Moments.of(rows)
         mu, cov = mom.mean, mom.cov
         z = self.whitener
-        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
-        return frechet_distance(torch.zeros_like(mu), eye, (mu - self.mean) @ z,
-                                z @ cov @ z) / cov.shape[0]
+        # frechet_distance(0, I, m, S) = ‖m‖² + C + tr S − 2 tr S^½, tr S^½ = Σ √eig(S)
+        m, cov_w = (mu - self.mean) @ z, z @ cov @ z
+        with serial():
+            evals = torch.linalg.eigvalsh((cov_w + cov_w.T) / 2)
+        fd = float(m.pow(2).sum() + cov.shape[0] + torch.trace(cov_w)
+                   - 2 * evals.clamp_min(0).sqrt().sum())
+        return max(fd, 0.0) / cov.shape[0]
 
 
 def realism_loss(reference: Reference, before: torch.Tensor | float,

@@ -259,9 +259,9 @@ def meters_for(kind: str, effect: float, general: float, spread: float, collater
 
 
 def _patches(images: torch.Tensor) -> torch.Tensor:
-    """(N, 3, S, S) → 4×4 patch rows (N·S²/16, 48): the feature space after the last layer."""
-    return F.unfold(images.float(), kernel_size=4, stride=4).transpose(1, 2).reshape(
-        -1, images.shape[1] * 16)
+    """(N, 3, S, S) → 4×4 patch rows (N, S²/16, 48) per image: the feature space after the last
+    layer (Moments.of reads them as rows)."""
+    return F.unfold(images.float(), kernel_size=4, stride=4).transpose(1, 2)
 
 
 def _rows(feats: torch.Tensor) -> torch.Tensor:
@@ -318,7 +318,7 @@ class _LayerView:
         else:  # the unedited model drawn once for every layer; its features here are cached keys
             self.before = before
             self.feats_before = _patches(before[self.n_req:]) if self.stop is None else \
-                _rows(session.keys(self.stop, self.samples)[self.n_req:])
+                session.keys(self.stop, self.samples)[self.n_req:]
         if self.stop not in references:
             references[self.stop] = reference_at(session, self.stop)
         self.reference = references[self.stop]
@@ -336,8 +336,7 @@ class _LayerView:
     def distance_before(self, held: int) -> float:
         """The unedited first ``held`` held-out samples' distance from the reference."""
         if held not in self._distance:
-            rows = self.feats_before.reshape(self.n_held, -1, self.feats_before.shape[-1])
-            self._distance[held] = self.reference.distance(rows[:held].flatten(0, 1))
+            self._distance[held] = self.reference.distance(self.feats_before[:held])
         return self._distance[held]
 
     def know_basis(self, basis: torch.Tensor | None) -> None:
@@ -358,8 +357,8 @@ class _LayerView:
     def render(self, edit: Edit | None, held: int | None = None, start: int = 0
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images of samples [start, n_req + held) (``held``: how many held-out samples;
-        default all) and the realism rows of the held-out ones among them, with ``edit`` in
-        place at the layer."""
+        default all) and the realism features of the held-out ones among them (the stop
+        layer's input maps, or _patches), with ``edit`` in place at the layer."""
         n = self.n_req + (self.n_held if held is None else held)
         keys, z = self.keys[start:n], self.z[start:n]
         swap: dict = {}
@@ -379,7 +378,7 @@ class _LayerView:
             return img, _patches(img[skip:])
         feats = self.gen.run_between(self.layer, keys, self.stop, z=z, **swap)
         img = self.gen.forward_from(self.stop, feats, z=z)
-        return img, _rows(feats[skip:])
+        return img, feats[skip:]
 
 
 def reference_at(session: RewriteSession, stop: str | None) -> Reference:
@@ -394,7 +393,7 @@ def reference_at(session: RewriteSession, stop: str | None) -> Reference:
         return hit[1]
     ref = [Sample(s) for s in REFERENCE_SEEDS]
     if stop is None:
-        rows = _patches(gen.forward(sample_latents(gen, ref)))
+        rows = _patches(gen.forward(sample_latents(gen, ref))).flatten(0, 1)
     else:
         rows = _rows(session.keys(stop, ref))
     cache[stop] = (token, Reference.of(rows))
