@@ -192,6 +192,29 @@ def test_candidates_render_from_the_cached_output_as_with_the_edited_weight(tiny
         assert torch.equal(plain, view.before)
 
 
+def test_a_generator_without_a_trunk_renders_candidates_from_their_latents():
+    """Without a sequential trunk a render runs the whole model from the latents (hooks swap
+    the layer's output): the fast render, from the layer's cached output and the projections
+    Dᵀk on the rule's nested basis, draws what running the edited layer at full width draws."""
+    from rewidget.models import from_module
+    from rewidget.models.tiny import TINY_NZ, build_tiny
+    s = selected(RewriteSession(from_module(build_tiny(), (TINY_NZ,), name="tiny-hooks",
+                                            trunk=None), stats_samples=200))
+    layer = s.gen.layer_names()[2]
+    sug = s.suggest(layers=[layer], ranks=(1, 3), iterative=0, output=0)
+    c = next(c for c in sug.candidates if c.rank == 1)
+    wider = next(w for w in sug.candidates if w.rank == 3 and w.rule == c.rule)
+    view, _ = layer_view(s, layer, 4)
+    view.know_basis(wider.edit.directions)  # the rule's nested basis: rank 1 leads rank 3
+    assert view.projected(c.edit.directions) is not None
+    with torch.no_grad():
+        fast, _ = view.render(c.edit)
+        view.out0 = None
+        slow, _ = view.render(c.edit)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    assert not torch.allclose(fast, view.before, atol=1e-3)
+
+
 def test_preview_is_the_edited_render_without_installing(tiny):
     s, sug = tiny
     c = sug.best

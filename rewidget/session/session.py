@@ -169,6 +169,8 @@ class RewriteSession:
         self._inverses: dict[tuple[str, int], CovarianceInverse] = {}
         self._keys_cache: dict[tuple, tuple[tuple, torch.Tensor]] = {}
         self._original_cache: dict[tuple, torch.Tensor] = {}
+        #: suggest.reference_at: {stop layer: (weights state token, Reference)}
+        self.suggest_references: dict = {}
         self._pool: dict[tuple, torch.Tensor] = {}
         self._listeners: dict[str, list[Callable]] = defaultdict(list)
         self.lock = threading.RLock()

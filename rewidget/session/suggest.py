@@ -363,10 +363,10 @@ class _LayerView:
         keys, z = self.keys[start:n], self.z[start:n]
         swap: dict = {}
         if edit is not None and self.out0 is not None:
-            z = self.projected(edit.directions)
+            proj = self.projected(edit.directions)
             swap["output"] = self.mem.edited_values(keys, edit.directions, edit.factor,
-                                                    self.out0[start:n]) if z is None else \
-                self.out0[start:n] + self.mem.delta_values(z[start:n], edit.factor)
+                                                    self.out0[start:n]) if proj is None else \
+                self.out0[start:n] + self.mem.delta_values(proj[start:n], edit.factor)
         elif edit is not None:
             module = self.gen.layer(self.layer)
             swap["weight"] = module.weight + edit.delta(module)
@@ -387,7 +387,7 @@ def reference_at(session: RewriteSession, stop: str | None) -> Reference:
     the session until any layer's weights change."""
     gen = session.gen
     token = session.history.state_token(gen.layer_names())
-    cache = session.__dict__.setdefault("_suggest_references", {})
+    cache = session.suggest_references
     hit = cache.get(stop)
     if hit is not None and hit[0] == token:
         return hit[1]
