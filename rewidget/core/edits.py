@@ -172,7 +172,7 @@ class EditProblem:
         once and every rank takes its leading block: the same sums, one pass over the goals."""
         r = d.shape[1]
         for basis, _ in self._bases.values():
-            if basis.shape[1] > r and basis.shape == (d.shape[0], basis.shape[1]) \
+            if basis.shape[1] > r and basis.shape[0] == d.shape[0] \
                     and torch.equal(basis[:, :r], d):
                 gram, rhs = self.normal(basis)
                 q = gram.shape[0] // basis.shape[1] * r

@@ -27,10 +27,8 @@ from .serial import serial
 def feature_moments(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (C,) and covariance (C, C) of feature rows (n, C), in float64 (the centred product
     in the rows' dtype: float32 features give float32 sums of ≤ a few 10⁴ rows, ample here)."""
-    mu = rows.mean(0)
-    xc = rows - mu
-    cov = (xc.T @ xc).to(torch.float64) / max(rows.shape[0] - 1, 1)
-    return mu.to(torch.float64), cov
+    m = Moments.of(rows)
+    return m.mean, m.cov
 
 
 @dataclass(frozen=True)
