@@ -4,9 +4,11 @@
                                                  # pasted on all its faces) + close mouths
     python benchmarks/suggest.py --repeats 7
 
-For each faces request: `session.suggest()` warm (statistics cached) over every layer × ranks
-(1, 2, 3, 6, 10) × direction rule × ridge (0.1, 1) (median of --repeats, with a 16-image full forward in the
-same run as the baseline); then a hand sweep of the same settings, each installed and scored on
+For each faces request: `session.suggest()` warm (statistics cached) over its default layers
+(the four with a spatial key grid, as the app asks) × ranks (1, 2, 3, 6, 10; the best grown to
+20) × direction rule × ridge (0.1, 1, 3) (median of --repeats, with a 16-image full forward in
+the same run as the baseline), and the same over all five layers (main.0 too); then a hand
+sweep of the same settings (ranks up to 20), each installed and scored on
 64 held-out seeds by the pixel change inside the request's own context band (the union of its
 context masks, e.g. the eye band) vs the rest of the image — the measure of the issue, and the
 same for every setting, unlike a match region that depends on D. Reported: the suggested
@@ -14,8 +16,8 @@ setting's band ratio vs the best hand choice's, the best ratio per layer and rul
 stability of the rank-1 direction when C comes from 1,000 instead of 10,000 samples, for both
 direction rules. With pastes on ≥ 2 samples the hand sweep also tries the output solver
 (whitened, ranks 3-20), as the suggestion may. Writes results/suggest.md and
-results/suggest_<request>.png (8 held-out faces: before, the suggested edit, and the best ratio
-by hand).
+results/suggest_<request>.png (8 held-out faces: before, the suggested edit, the best ratio
+by hand, and the best by hand at the 16×16 keys).
 """
 
 from __future__ import annotations
@@ -48,11 +50,12 @@ from rewidget.core.memory import memory_for  # noqa: E402
 from rewidget.core.requests import EditRequest, Paste, Sample, Selection  # noqa: E402
 from rewidget.core.statistics import collect_second_moment  # noqa: E402
 from rewidget.examples import REQUESTS  # noqa: E402
-from rewidget.session.suggest import RANKS, RIDGES  # noqa: E402
+from rewidget.session.suggest import RANK_GROWTH, RANKS, RIDGES  # noqa: E402
 
 HELD_OUT = list(range(700_000, 700_064))
 FIGURE_SEEDS = list(range(700_000, 700_008))
 LAYERS = ["main.3", "main.6", "main.9", "main.12"]
+KEYS_16 = "main.9"  # the layer whose keys are 16×16
 GLASSES_B = ("faces_glasses_b", "a second glasses request: seed 900100's glasses on seeds 10, 12, 15")
 
 
@@ -89,26 +92,44 @@ def glasses_b_on_all(s: RewriteSession) -> EditRequest:
 
 
 def hand_settings(request: EditRequest) -> list[tuple]:
-    """(layer, rule, rank, ridge, solver): the exact solver's grid; with pastes on ≥ 2
-    samples also the output solver (as the suggestion may use it) at ranks up to 20."""
-    out = [(layer, rule, rank, ridge, "exact") for layer in LAYERS for rule in RULES
-           for rank in RANKS for ridge in RIDGES]
+    """(layer, rule, rank, ridge, solver, more options): the exact solver's grid, its ranks up
+    to the suggestion's grown rank (20); with pastes on ≥ 2 samples also the output solver (as
+    the suggestion may use it) at ranks up to 20; with one pasted sample (which the suggestion
+    gives no output fit: it could repaint that image alone) the output solver at the 16×16 keys
+    with a stronger pull to keep the rest of the pasted image (keep 4) as well as the default."""
+    ranks = (*RANKS, RANK_GROWTH * max(RANKS))
+    out = [(layer, rule, rank, ridge, "exact", {}) for layer in LAYERS for rule in RULES
+           for rank in ranks for ridge in RIDGES]
     if len({p.sample for _, p in request.pastes}) >= 2:
-        out += [(layer, "whitened", rank, ridge, "output") for layer in LAYERS[:-1]
+        out += [(layer, "whitened", rank, ridge, "output", {}) for layer in LAYERS[:-1]
                 for rank in (3, 6, 10, 20) for ridge in RIDGES]
+    else:
+        out += [(KEYS_16, "whitened", rank, ridge, "output", {"keep": keep})
+                for rank in (1, 3, 6) for ridge in (1.0, 3.0, 10.0) for keep in (1.0, 4.0)]
     return out
+
+
+def label(row: dict) -> str:
+    more = "".join(f", {k} {v:g}" for k, v in row["opts"].items())
+    return (f"{row['layer']} · rank {row['rank']} · {row['rule']} · ridge {row['ridge']:g}"
+            f"{' · output' if row['solver'] == 'output' else ''}{more}")
+
+
+def hand_edit(s: RewriteSession, request: EditRequest, row: dict):
+    return s.compute_edit(dataclasses.replace(
+        request, layer=row["layer"], rank=row["rank"], direction_rule=row["rule"],
+        solver=row["solver"], solver_options={"ridge": row["ridge"], **row["opts"]},
+        stats_samples=s.samples_for(row["layer"])))
 
 
 def hand_sweep(s: RewriteSession, request: EditRequest, before: torch.Tensor, band) -> list[dict]:
     rows = []
     z = s.gen.latents(HELD_OUT)
-    for layer, rule, rank, ridge, solver in hand_settings(request):
-        req = dataclasses.replace(request, layer=layer, rank=rank, direction_rule=rule,
-                                  solver=solver, solver_options={"ridge": ridge},
-                                  stats_samples=s.samples_for(layer))
-        row = {"layer": layer, "rule": rule, "rank": rank, "ridge": ridge, "solver": solver}
+    for layer, rule, rank, ridge, solver, more in hand_settings(request):
+        row = {"layer": layer, "rule": rule, "rank": rank, "ridge": ridge, "solver": solver,
+               "opts": more}
         try:
-            edit = s.compute_edit(req)
+            edit = hand_edit(s, request, row)
         except RewriteError as e:
             rows.append({**row, "error": e.problem})
             continue
@@ -173,23 +194,27 @@ def main(argv=None) -> str:
              f"(cold or cached): {cold:.1f} s.", ""]
     for name, request in requests.items():
         s.use_request(request)
-        times, base = [], []
+        times, base, every = [], [], []
         for _ in range(args.repeats):
             t = time.perf_counter()
             with torch.no_grad():
                 s.gen.forward(z16)
             base.append(time.perf_counter() - t)
             t = time.perf_counter()
+            s.suggest(layers=s.gen.layer_names())
+            every.append(time.perf_counter() - t)
+            t = time.perf_counter()
             sug = s.suggest()
             times.append(time.perf_counter() - t)
         band = band_of(request)
         rows = hand_sweep(s, request, before, band)
         hand = best_by_hand(rows)
+        at16 = best_by_hand([r for r in rows if r["layer"] == KEYS_16])
         pick = sug.best
         picked = next((r for r in rows if (r["layer"], r["rank"], r["rule"], r["ridge"],
                                            r["solver"]) == (pick.layer, pick.rank, pick.rule,
-                                                            pick.ridge, pick.edit.request.solver)),
-                      None)
+                                                            pick.ridge, pick.edit.request.solver)
+                       and not r["opts"]), None)
         if picked is None:  # a setting the hand sweep has not (the iterative solver): install it
             s.apply(pick.edit)
             with torch.no_grad():
@@ -200,13 +225,15 @@ def main(argv=None) -> str:
                   f"suggest() warm: median {st.median(times):.2f} s over {args.repeats} runs "
                   f"(min {min(times):.2f}, max {max(times):.2f}); a 16-image full forward in the "
                   f"same runs: {st.median(base) * 1e3:.0f} ms ({st.median(times) / st.median(base):.0f}×); "
-                  f"{len(sug.candidates)} candidates, {len(sug.skipped)} settings skipped; load "
-                  f"average after: {os.getloadavg()[0]:.2f}.", "",
+                  f"{len(sug.candidates)} candidates, {len(sug.skipped)} settings skipped; over "
+                  f"all five layers (main.0 too): median {st.median(every):.2f} s "
+                  f"({st.median(every) / st.median(base):.0f}×); load average after: "
+                  f"{os.getloadavg()[0]:.2f}.", "",
                   f"Suggested: **{pick.label()}** — band ratio {picked['ratio']:.2f} "
                   f"(inside {picked['inside']:.3f}, outside {picked['outside']:.3f}); best by hand: "
-                  f"{hand['layer']} · rank {hand['rank']} · {hand['rule']} · ridge {hand['ridge']:g}"
-                  f"{' · output' if hand['solver'] == 'output' else ''} — {hand['ratio']:.2f} "
-                  f"(inside {hand['inside']:.3f}).", "",
+                  f"{label(hand)} — {hand['ratio']:.2f} (inside {hand['inside']:.3f}); at the "
+                  f"16×16 keys ({KEYS_16}): {label(at16)} — {at16['ratio']:.2f} (inside "
+                  f"{at16['inside']:.3f}).", "",
                   *(f"- {k}: {m.level} — {m.why}" for k, m in pick.meters.items()), "",
                   "Top candidates:", "", sug.table(8), "",
                   "Best band ratio per layer and rule (any rank and ridge; inside ≥ 0.05):", "",
@@ -220,24 +247,23 @@ def main(argv=None) -> str:
                 b = max(strong, key=lambda r: r["ratio"]) if strong else None
                 cells.append(f"{b['ratio']:.2f} (rank {b['rank']}, ridge {b['ridge']:g}, "
                              f"{'output, ' if b['solver'] == 'output' else ''}"
-                             f"inside {b['inside']:.3f})"
+                             + "".join(f"{k} {v:g}, " for k, v in b["opts"].items())
+                             + f"inside {b['inside']:.3f})"
                              if b else "—")
             lines.append(f"| {layer} | {cells[0]} | {cells[1]} |")
         stab = {layer: stability(s, request, layer) for layer in ["main.6", "main.9"]}
         lines += ["", "Rank-1 direction, C from 1,000 vs 10,000 samples (cosine): "
                   + "; ".join(f"{layer}: whitened {v['whitened']:.2f}, cinv {v['cinv']:.2f}"
                               for layer, v in stab.items()), ""]
-        hand_edit = s.compute_edit(dataclasses.replace(
-            request, layer=hand["layer"], rank=hand["rank"], direction_rule=hand["rule"],
-            solver=hand["solver"], solver_options={"ridge": hand["ridge"]},
-            stats_samples=s.samples_for(hand["layer"])))
         pic = args.out / f"suggest_{name}.png"
         figure(pic, s, [("before", s.render(FIGURE_SEEDS)),
                         ("suggested", s.preview(pick, FIGURE_SEEDS)),
-                        ("best ratio by hand", s.preview(hand_edit, FIGURE_SEEDS))])
+                        ("best ratio by hand", s.preview(hand_edit(s, request, hand),
+                                                         FIGURE_SEEDS)),
+                        ("at 16×16 keys", s.preview(hand_edit(s, request, at16), FIGURE_SEEDS))])
         shown = pic.relative_to(HERE.parent) if pic.is_relative_to(HERE.parent) else pic
-        lines += [f"Picture: `{shown}` (rows: before, suggested, "
-                  "best ratio by hand; 8 held-out faces).", ""]
+        lines += [f"Picture: `{shown}` (rows: before, suggested, best ratio by hand, best "
+                  f"ratio by hand at {KEYS_16}; 8 held-out faces).", ""]
         print("\n".join(lines[-30:]), flush=True)
     text = "\n".join(lines) + "\n"
     (args.out / "suggest.md").write_text(text)

@@ -41,8 +41,17 @@ def test_suggest_installs_nothing_and_covers_every_setting(tiny):
     for n, w in before.items():
         assert torch.equal(w, s.gen.layer(n).weight), n
     assert len(s.history) == 0
-    seen = {(c.layer, c.rank, c.rule) for c in sug.candidates}
-    assert len(seen) + len(sug.skipped) == len(s.gen.layer_names()) * 3 * 2
+    # every default layer (those with a spatial key grid: not the tiny model's Linear main.0)
+    # × rank × rule, each solved or skipped with its reason
+    layers = sg.default_layers(s)
+    assert layers == [n for n in s.gen.layer_names() if n != "main.0"]
+    seen = {(c.layer, c.rank, c.rule) for c in sug.candidates if c.rank <= 3}
+    assert {c.layer for c in sug.candidates} == set(layers)
+    assert len(seen) + len(sug.skipped) == len(layers) * 3 * 2
+    # the best finalist sat at the top of the ladder or not: a grown rank only from it
+    grown = {(c.layer, c.rule) for c in sug.candidates if c.rank > 3}
+    assert len(grown) <= 2 and all(r == sg.RANK_GROWTH * 3 for r in
+                                   {c.rank for c in sug.candidates if c.rank > 3})
     assert {c.layer for c in again.candidates} <= {"main.7", "main.9"}
     # the scores within SCORE_TIE of the best usable one come first, the paper's rule first among
     # them; then finalists (scored on every held-out sample) before the rest, the usable (effect
@@ -403,3 +412,16 @@ def test_faces_suggestion_draws_glasses_at_a_hidden_layer(faces_gen, tmp_path):
     assert best.effect >= 0.5
     assert best.meters["realism"].level != "red"
     assert best.spread > best.collateral
+
+
+def test_the_best_exact_finalist_at_the_top_of_the_ladder_is_also_tried_at_twice_its_rank(tiny):
+    s, _ = tiny
+    sug = s.suggest(ranks=(1,), layers=["main.7", "main.9"], iterative=0, output=0)
+    ladder = [c for c in sug.candidates if c.rank == 1 and not c.screened]
+    grown = [c for c in sug.candidates if c.rank == sg.RANK_GROWTH]
+    top = max(ladder, key=lambda c: c.score)
+    assert {(c.layer, c.rule) for c in grown} == {(top.layer, top.rule)}
+    assert sorted(c.ridge for c in grown) == sorted(sg.RIDGES)
+    assert not any(c.screened for c in grown)
+    # its D leads the grown one's: the same nested basis
+    assert torch.equal(grown[0].edit.directions[:, :1], top.edit.directions)

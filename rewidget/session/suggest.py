@@ -1,7 +1,8 @@
 """Which layer, rank and direction rule? Solve them all, render, score, rank; install nothing.
 
-    sug = session.suggest(progress=print)        # every layer × ranks (1, 2, 3, 6, 10) × rules
-                                                 # × ridges; with pastes on ≥ 2 samples the
+    sug = session.suggest(progress=print)        # every layer with a key grid × ranks (1, 2,
+                                                 # 3, 6, 10; the best grown to 20) × rules ×
+                                                 # ridges; with pastes on ≥ 2 samples the
                                                  # best also iteratively / through the output
     best = sug.best                              # a Candidate: .edit (computed, not installed)
     best.meters["realism"].level, best.meters["realism"].why   # "green", "features at ..."
@@ -60,10 +61,13 @@ if TYPE_CHECKING:
 RANKS = (1, 2, 3, 6, 10)
 #: exact-solver ridges tried (relative, as in requests): on the faces glasses request the
 #: stronger ridge raised the eye-band ratio at main.6 rank 10 from 1.98 to 2.30
-RIDGES = (0.1, 1.0)
+RIDGES = (0.1, 1.0, 3.0)
 #: every layer × rule × rank is screened at the first ridge on the first SCREEN_SAMPLES held-out
 #: samples; the FINALISTS best are scored again on all of them, and also solved and scored at
-#: the other ridges (finalists are ranked above the rest)
+#: the other ridges (finalists are ranked above the rest). Screening the other ridges on the
+#: same samples and scoring only the FINALISTS best variants fully was tried: the same faces
+#: picks, 15% faster, but the finalists of scenes roofs → crowns (6 pastes) were then all main.12
+#: ridge variants and no output fit at main.9 was tried (ground truth 0.459 instead of 0.652)
 SCREEN_SAMPLES, FINALISTS = 6, 12
 #: the best ITERATIVE_FINALISTS settings (after the finalists' scoring) are also solved with
 #: the iterative solver, ITERATIVE_OPTIONS (301 steps: within a few points of 2001 steps' ground
@@ -78,11 +82,12 @@ ITERATIVE_OPTIONS = {"steps": 301, "lr": 0.2}
 #: scenes it turned roofs into round crowns at main.9 where every layer-goal solve drew
 #: triangles at main.12
 OUTPUT_FINALISTS = 2
-#: ...for pastes each at every ridge, and the best of them, when its rank is the largest of the
-#: ladder, once more at this many times that rank (at every ridge). Scenes roofs → crowns taught on every roof of 30
-#: samples (benchmarks/flagship.py, 500 held-out seeds): rank 10 / ridge 0.1 78.7% shape
-#: efficacy, rank 20 / ridge 1 80.1% (collateral 2.8%, trunks 6.1%)
-OUTPUT_RANK_GROWTH = 2
+#: ...for pastes each at the first OUTPUT_RIDGES ridges (each output fit of the scenes request
+#: taught on 30 samples takes ~8 s), and the best of them, when its rank is the largest of the
+#: ladder, once more at RANK_GROWTH times that rank (at those ridges). Scenes roofs → crowns
+#: taught on every roof of 30 samples (benchmarks/flagship.py, 500 held-out seeds): rank 10 /
+#: ridge 0.1 78.7% shape efficacy, rank 20 / ridge 1 80.1% (collateral 2.8%, trunks 6.1%)
+RANK_GROWTH, OUTPUT_RIDGES = 2, 2
 #: ...and (both solvers) only when the goal spans at least this many samples: a goal in one image
 #: can be met by repainting that image, and the suggestion's effect (on the request's own pastes)
 #: cannot tell.
@@ -98,6 +103,8 @@ MIN_OUTPUT_SAMPLES = 2
 #: masks, by IoU) was tried too: the faces picks stayed the same and the scenes windows and
 #: sun erases went to main.0 (ground truth 0.06 and 0.24 instead of 0.96 and 0.81)
 REGION_RULE = "whitened"
+#: ...of at most this many directions: the yardstick stays the same when the rank ladder grows
+REGION_RANK = 10
 #: a "where it fires" region of fewer key locations than this, over all the held-out samples,
 #: is no evidence that the rule shows on new images: its spread counts as 0. Faces glasses_b
 #: pasted on all three samples: main.3's region (4×4 keys) covered 0.1% of the held-out pixels
@@ -494,7 +501,8 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
     """Solve the current selections at every layer × rank × rule (× ridge, exact solver) and
     rank the candidates; the ``iterative`` best settings are also solved with the iterative
     solver (ITERATIVE_OPTIONS), and the ``output`` best at layers that later layers follow with
-    the output solver.
+    the output solver; the best exact and output fits at the top of the rank ladder also at
+    RANK_GROWTH times it. ``layers`` default: default_layers(session).
 
     ``extra`` edits (e.g. a hand-chosen setting) are scored and ranked alongside.
     Invariant: the model's weights are bit-for-bit the same afterwards (nothing is installed);
@@ -506,7 +514,7 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
         kind = "paste" if session.copy is not None and (session.paste or session.more_pastes) \
             else "erase"
     base = session.request(kind=kind, solver=solver)  # validates the selections
-    layers = list(layers) if layers is not None else gen.layer_names()
+    layers = list(layers) if layers is not None else default_layers(session)
     for layer in layers:
         gen.layer(layer)  # validates
     options = [{"ridge": float(r)} for r in ridges] if solver == "exact" else [{}]
@@ -528,9 +536,9 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
     # (below); erases at the default ridge only, no growth: on the scenes windows erase both made
     # the suggestion pick a main.6 rank-20 fit the ground truth scores 0.20, not 0.96
     grows = output > 0 and kind == "paste"
-    out_opts = options if grows else [{}]
+    out_opts = options[:OUTPUT_RIDGES] if grows else [{}]
     total = len(settings) + FINALISTS * len(options) + iterative + \
-        output * len(out_opts) + (len(out_opts) if grows else 0)
+        output * len(out_opts) + (len(out_opts) if grows else 0) + len(options)
     candidates, skipped, references = [], [], {}
     views: dict[str, _LayerView] = {}
     problems: dict[str, tuple] = {}  # layer → (EditProblem, CovarianceInverse)
@@ -553,7 +561,8 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
         view = view_of(layer)
         if view.region is None:  # one yardstick for every candidate at this layer
             try:
-                view.region = problem.directions(inv, max(ranks), REGION_RULE, max(ranks))
+                view.region = problem.directions(inv, min(max(ranks), REGION_RANK),
+                                                 REGION_RULE, max(ranks))
             except RewriteError:  # (a layer too narrow for max(ranks): each its own D)
                 pass
         d, level = problem.directions(inv, rank, rule, max(ranks))
@@ -629,15 +638,22 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
                 for opts in variants:
                     also(how, c.layer, c.rank, c.rule, opts)
         # adaptive rank: when the best output fit sits at the top of the rank ladder, the ladder
-        # grows once (twice the rank, at every ridge)
+        # grows once (RANK_GROWTH times the rank, at the same ridges); so it does for the best
+        # exact finalist, after the iterative and output finalists were chosen
         fits = [c for c in candidates if c.edit.request.solver == "output"]
         if grows and fits:
             top = max(fits, key=lambda c: c.score)
-            wider = OUTPUT_RANK_GROWTH * top.rank
+            wider = RANK_GROWTH * top.rank
             if top.rank == max(ranks) and wider <= memory_for(
                     gen.layer(top.layer), top.layer).key_dim:
                 for opts in out_opts:
                     also("output", top.layer, wider, top.rule, opts)
+        if ranked and ranked[0].rank == max(ranks):
+            top = ranked[0]
+            wider = RANK_GROWTH * top.rank
+            if wider <= memory_for(gen.layer(top.layer), top.layer).key_dim:
+                for opts in options:
+                    also(solver, top.layer, wider, top.rule, opts)
     report(progress, total, total, "suggest: done")
     if not candidates:
         raise RewriteError("No layer and rank could be solved for these selections: "
@@ -648,6 +664,19 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
     candidates = [replace(c, pareto=p) for c, p in zip(candidates, front, strict=True)]
     return Suggestion(ranked_candidates(candidates), time.perf_counter() - t0,
                       tuple(int(s) for s in preview), skipped)
+
+
+def default_layers(session: RewriteSession) -> list[str]:
+    """The layers a suggestion tries unless told: those whose keys form a spatial grid of more
+    than one location (where a painted region means something; the app's choice too), or every
+    layer if none does. A layer with one key per image (the latent's) can tell images apart but
+    not places in them; on faces its candidates took a fifth of the suggestion's time (each
+    renders through every later layer) and was never the suggestion on the faces and scenes
+    requests (benchmarks/suggest.py, suggest_scenes.py, every layer)."""
+    names = session.gen.layer_names()
+    spatial = [n for n in names if len(session.shapes[n]["keys"]) == 3
+               and session.shapes[n]["keys"][1] * session.shapes[n]["keys"][2] > 1]
+    return spatial or list(names)
 
 
 def ranked_candidates(candidates: Sequence[Candidate]) -> list[Candidate]:

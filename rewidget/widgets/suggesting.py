@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..session.suggest import RANKS, Candidate
+from ..session.suggest import RANKS, Candidate, default_layers
 from .chart import layer_chart
 from .suggestions import red_reasons
 
@@ -55,8 +55,7 @@ class SuggestFlow:
         means something)."""
         if self.layer_choice:
             return [self.layer_choice]
-        return [i["name"] for i in self.session.layers()
-                if len(i["keys"]) == 3 and i["keys"][1] * i["keys"][2] > 1]
+        return default_layers(self.session)
 
     def suggest_ranks(self) -> tuple[int, ...]:
         return (self.rank_choice,) if self.rank_choice else tuple(RANKS)
