@@ -3,8 +3,9 @@
     python benchmarks/rule_edits.py          # first: the full sweep (results/rule_edits.json)
     python benchmarks/suggest_scenes.py      # then: ~3 min on 2 cores
 
-For each named scenes edit, `session.suggest()` (every layer × ranks 1, 2, 3, 6, 10 × direction
-rule × ridge 0.1 / 1.0, scored on 12 held-out preview samples with no ground truth) picks a
+For each named scenes edit, `session.suggest()` (every layer with a key grid × ranks 1, 2, 3,
+6, 10, the best grown to 20 × direction rule × ridge 0.1 / 1 / 3, scored on 12 held-out preview
+samples with no ground truth) picks a
 setting; that setting is installed and scored like every row of the full sweep — shape
 efficacy − shape collateral against the counterfactual render, on the sweep's 500 held-out
 seeds (rule_scoring.shape_scores) — and compared with the sweep's best. The suggestion knows
