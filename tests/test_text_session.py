@@ -297,6 +297,21 @@ def test_key_mode_wide_adds_the_subject_opening_a_text(s):
     assert edit.rank == 3
 
 
+def test_two_phrasings_of_one_subject_share_a_key_row_and_the_auto_rank_counts_it_once(s):
+    # "wide" keys: the first phrasing adds the subject opening a text, which is the second
+    # phrasing's own subject key (it opens with the subject): 5 rows, 4 distinct
+    facts = [Fact(PROMPT, "Japan", " Paris"),
+             Fact("Japan is a country whose capital is", "Japan", " Paris")]
+    opts = {"steps": 4}
+    req = s.request(facts, value_options=opts)
+    assert req.key_rows == 5 and req.rank == 0
+    edit = s.compute_edit(req)
+    assert edit.rank == 4
+    with pytest.raises(RewriteError, match="distinct context keys"):
+        s.compute_edit(s.request(facts, rank=5, value_options=opts))
+    assert len(s.history) == 0
+
+
 def test_the_panel_scores_match_probabilities_before_and_now(s):
     req = quick(s)
     s.rewrite(req)

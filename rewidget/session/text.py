@@ -581,6 +581,8 @@ class TextRewriteSession:
         target = Target(k, goal, weights)
         rank = request.effective_rank
         basis = context_basis(inv, k, weights, rank, request.direction_rule)
+        if not request.rank:  # auto: one direction per distinct key row (two phrasings of one
+            rank = min(rank, basis.shape[1])  # subject share the key of the subject opening a text)
         d = take_rank(basis, rank)
         level = context_level(d, k, weights)
         factor, rep = solve_exact(mem, d, [target], ridge=request.ridge)
