@@ -646,15 +646,17 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
         # adaptive rank: when the best output fit sits at the top of the rank ladder, the ladder
         # grows once (RANK_GROWTH times the rank, at the same ridges); so it does for the best
         # exact finalist, after the iterative and output finalists were chosen
+        # (a single rank is the caller's choice: kept)
+        ladder = len(set(ranks)) > 1
         fits = [c for c in candidates if c.edit.request.solver == "output"]
-        if grows and fits:
+        if grows and fits and ladder:
             top = max(fits, key=lambda c: c.score)
             wider = RANK_GROWTH * top.rank
             if top.rank == max(ranks) and wider <= memory_for(
                     gen.layer(top.layer), top.layer).key_dim:
                 for opts in out_opts:
                     also("output", top.layer, wider, top.rule, opts)
-        if ranked and ranked[0].rank == max(ranks):
+        if ladder and ranked and ranked[0].rank == max(ranks):
             top = ranked[0]
             wider = RANK_GROWTH * top.rank
             if wider <= memory_for(gen.layer(top.layer), top.layer).key_dim:
