@@ -647,21 +647,18 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
         # grows once (RANK_GROWTH times the rank, at the same ridges); so it does for the best
         # exact finalist, after the iterative and output finalists were chosen
         # (a single rank is the caller's choice: kept)
-        ladder = len(set(ranks)) > 1
+        def grow(top: Candidate, how: str, variants: list[dict]) -> None:
+            wider = RANK_GROWTH * top.rank
+            if len(set(ranks)) > 1 and top.rank == max(ranks) and \
+                    wider <= memory_for(gen.layer(top.layer), top.layer).key_dim:
+                for opts in variants:
+                    also(how, top.layer, wider, top.rule, opts)
+
         fits = [c for c in candidates if c.edit.request.solver == "output"]
-        if grows and fits and ladder:
-            top = max(fits, key=lambda c: c.score)
-            wider = RANK_GROWTH * top.rank
-            if top.rank == max(ranks) and wider <= memory_for(
-                    gen.layer(top.layer), top.layer).key_dim:
-                for opts in out_opts:
-                    also("output", top.layer, wider, top.rule, opts)
-        if ladder and ranked and ranked[0].rank == max(ranks):
-            top = ranked[0]
-            wider = RANK_GROWTH * top.rank
-            if wider <= memory_for(gen.layer(top.layer), top.layer).key_dim:
-                for opts in options:
-                    also(solver, top.layer, wider, top.rule, opts)
+        if grows and fits:
+            grow(max(fits, key=lambda c: c.score), "output", out_opts)
+        if ranked:
+            grow(ranked[0], solver, options)
     report(progress, total, total, "suggest: done")
     if not candidates:
         raise RewriteError("No layer and rank could be solved for these selections: "
