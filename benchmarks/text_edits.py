@@ -426,11 +426,19 @@ def part_together(s, facts, bases, args, layer: str, log, done: list[dict]) -> d
     return out
 
 
+#: the prefixes of the v* search and the keys before the four of facts.PREFIXES
+SIX_PREFIXES = PREFIXES + ("From the encyclopedia: ", "Let me tell you something. ")
 #: settings tried by the grid (name → request options); --grid picks some by name
 GRID = [
     ("defaults", {}),
     ("steps 40", {"value_options": {"steps": 40}}),
     ("lr 0.1", {"value_options": {"lr": 0.1}}),
+    ("lr 0.5", {"value_options": {"lr": 0.5}}),
+    ("lr 1", {"value_options": {"lr": 1.0}}),
+    ("six prefixes", {"prefixes": SIX_PREFIXES}),
+    ("six prefixes, lr 1", {"prefixes": SIX_PREFIXES, "value_options": {"lr": 1.0}}),
+    ("six prefixes, lr 0.5 (the defaults before)",
+     {"prefixes": SIX_PREFIXES, "value_options": {"lr": 0.5}}),
     ("kl 0", {"value_options": {"kl": 0.0}}),
     ("kl 1", {"value_options": {"kl": 1.0}}),
     ("decay 0", {"value_options": {"decay": 0.0}}),
@@ -701,7 +709,8 @@ def render(res: dict) -> str:
     for key in sorted(k for k in res if k == "grid" or k.startswith("grid_")):
         gr = res[key]
         L += [f"## Options (layer {gr['layer'].split('.')[1]}, {len(gr['facts'])} facts, one "
-              "at a time)", "", "Facts: " + ", ".join(f"`{x}`" for x in gr["facts"]) + ".", "",
+              f"at a time; `{key}`)", ""] + ([gr["note"], ""] if gr.get("note") else []) + [
+              "Facts: " + ", ".join(f"`{x}`" for x in gr["facts"]) + ".", "",
               "| setting | efficacy | paraphrase | neighbourhood | score | p(new) | essence KL "
               "| essence changed | ‖ΔW‖/‖W‖ | edit s |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name, m in gr["rows"].items():

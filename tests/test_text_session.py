@@ -110,8 +110,13 @@ def test_rank_one_edit_is_the_closed_form(s):
 
 
 def test_the_edit_raises_the_target(s):
-    # the random tiny model hardly listens to one MLP: no guards, so δ can grow until it does
-    req = s.request(PROMPT, "Japan", " Paris",
+    # the random tiny model hardly listens to one MLP: no guards, so δ can grow until it does.
+    # How far the installed edit moves it depends on the prefixes the keys are averaged over
+    # (0.80 nats with these six, 0.43 with the four defaults, -0.15 with '' alone); the real
+    # model's edits are measured in test_text_real.py and benchmarks/text_edits.py
+    six = ("", "Here is a fact. ", "I read this in the newspaper. ", "Question: what is true? ",
+           "From the encyclopedia: ", "Let me tell you something. ")
+    req = s.request(PROMPT, "Japan", " Paris", prefixes=six,
                     value_options={"steps": 60, "lr": 1.0, "decay": 0, "kl": 0, "clamp": 50})
     before = s.compare([PROMPT], [" Paris"])[0, 0]
     edit = s.rewrite(req)
@@ -280,6 +285,10 @@ def test_the_value_search_resumes_after_the_edited_block_with_the_same_result(s,
         assert torch.allclose(fast, other, rtol=1e-4, atol=1e-5 * float(other.norm()))
         assert [round(t["nll"], 4) for t in rep_fast["trace"]] == \
             [round(t["nll"], 4) for t in rep["trace"]]
+        # the resumed search takes the unedited essence logits from its first step (δ = 0), the
+        # long way from a pass of its own: the same drift guard
+        assert [round(t["kl"], 5) for t in rep_fast["trace"]] == \
+            [round(t["kl"], 5) for t in rep["trace"]]
 
 
 def test_key_mode_wide_adds_the_subject_opening_a_text(s):
@@ -324,3 +333,23 @@ def test_the_panel_scores_match_probabilities_before_and_now(s):
     assert rows[0]["before"]["p_new"] == pytest.approx(float(before[1]), rel=1e-5)
     again = s.panel(req, paraphrases=["Japan's capital is"], neighbours=[(PROMPT, " Tokyo")])
     assert again == rows  # the before side comes from the cache, the same
+
+
+def test_the_panel_with_no_edit_installed_reads_now_as_before(s):
+    s.reset()
+    req = quick(s)
+    s._panel_before.clear()
+    rows = s.panel(req, paraphrases=["Japan's capital is"])
+    assert not s.history.held_layers()
+    p = s.probabilities([PROMPT], [req.facts[0].old, req.facts[0].target])[0]
+    for row in rows:
+        assert row["now"] == row["before"]
+    assert rows[0]["now"]["p_new"] == pytest.approx(float(p[1]), rel=1e-5)
+    assert rows[0]["now"]["completion"] == s.complete([PROMPT], 8)[0]
+    s.rewrite(req)
+    try:
+        after = s.panel(req, paraphrases=["Japan's capital is"])
+        assert after[0]["before"] == rows[0]["before"]
+        assert after[0]["now"]["p_new"] != rows[0]["now"]["p_new"]  # the edit is read, not W₀
+    finally:
+        s.reset()

@@ -467,7 +467,7 @@ class TextModel:
         cache = KVCache()
         with torch.no_grad(), self.overridden(weight_override):
             h = self.module.hidden(ids, cache=cache, attention_mask=mask.to(ids.device))
-            for _ in range(max_new_tokens):
+            for step in range(max_new_tokens):
                 logits = self.module.logits(h[:, -1]).cpu()  # (N, V)
                 nxt = self._pick(logits, greedy, temperature, top_p, gens)  # (N,)
                 done |= torch.isin(nxt, stops)
@@ -476,7 +476,8 @@ class TextModel:
                 for i in range(n):
                     if not done[i]:
                         new[i].append(int(nxt[i]))
-                h = self.module.hidden(nxt[:, None].to(ids.device), cache=cache)  # (N, 1, dim)
+                if step + 1 < max_new_tokens:  # the last token's own pass would go unused
+                    h = self.module.hidden(nxt[:, None].to(ids.device), cache=cache)  # (N, 1, dim)
         return new
 
     @staticmethod

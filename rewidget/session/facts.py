@@ -27,9 +27,11 @@ FORMAT = "rewidget.fact-request/1"
 
 #: text put before the prompt when reading the subject's key and when finding the new value, so
 #: the edit holds wherever the subject appears, not only at the start of a text (ROME averages
-#: over prefixes in the same way). Recorded in every request.
-PREFIXES = ("", "Here is a fact. ", "I read this in the newspaper. ", "Question: what is true? ",
-            "From the encyclopedia: ", "Let me tell you something. ")
+#: over prefixes in the same way). Recorded in every request. Four: on 36 facts at layer 6 the
+#: six used before ("From the encyclopedia: ", "Let me tell you something. " too) scored the same
+#: (efficacy / paraphrase / neighbourhood 100 / 94 / 97% both, essence KL 0.92 / 0.91) and each
+#: step of the v* search cost a third more (benchmarks/results/text_edits.md, the options grid)
+PREFIXES = ("", "Here is a fact. ", "I read this in the newspaper. ", "Question: what is true? ")
 #: prompts about the subject's other properties; the change of the model's next-token
 #: distribution there is penalised while the new value is found (the essence-drift guard)
 ESSENCE = ("{} is a",)
@@ -50,10 +52,13 @@ KEY_MODES = ("split", "mean", "wide")
 
 #: how v* is found (text.py: TextRewriteSession.value_shift), with ROME's defaults where they
 #: exist: 20 Adam steps on δ, KL weight 0.0625, weight decay 0.5 on ‖δ‖²/‖v‖², ‖δ‖ ≤ 4‖v‖;
+#: lr 0.75, not ROME's 0.5: the search stops when p(target) ≥ 0.95 (stop_loss), and stops
+#: sooner (36 facts with the four prefixes: 100 / 96 / 95%, KL 0.97, against 100 / 94 / 97%,
+#: 0.91 at 0.5; an edit 1.2× faster);
 #: the KL covers each essence prompt's next token and the model's own next essence_tokens
 #: opening 1 (key_mode "wide" only): the search also rewrites the prompt after the subject
 #: opening a text (text.WIDE_OPENING), so δ at a first token carries the new object too
-VALUE_OPTIONS = {"steps": 20, "lr": 0.5, "kl": 0.0625, "decay": 0.5, "clamp": 4.0,
+VALUE_OPTIONS = {"steps": 20, "lr": 0.75, "kl": 0.0625, "decay": 0.5, "clamp": 4.0,
                  "stop_loss": 0.05, "essence_tokens": 6, "opening": 0}
 
 

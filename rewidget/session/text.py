@@ -293,8 +293,10 @@ class TextRewriteSession:
                     self._panel_before[key] = self._panel_side(rows, max_new_tokens)
                 while len(self._panel_before) > 32:
                     self._panel_before.pop(next(iter(self._panel_before)))
-            sides = {"before": self._panel_before[key],
-                     "now": self._panel_side(rows, max_new_tokens)}
+            # no layer edited by this session: the weights in place are W₀, now is before
+            now = self._panel_side(rows, max_new_tokens) if self.history.held_layers() \
+                else self._panel_before[key]
+            sides = {"before": self._panel_before[key], "now": now}
         for when, side in sides.items():
             for row, got in zip(out, side, strict=True):
                 row[when] = dict(got)
@@ -477,7 +479,7 @@ class TextRewriteSession:
 
         all_rows, all_cols = torch.cat([t_rows, e_rows]), torch.cat([t_cols, e_cols]) - split
         n_t = len(t_rows)
-        tail, past = ids[:, split:], None
+        tail, past, base_logp = ids[:, split:], None, None
         with torch.no_grad():
             if split:
                 past = self.gen.head_past(ids[:, :split], mask[:, :split])
@@ -485,12 +487,12 @@ class TextRewriteSession:
             try:
                 if block is None:
                     logits0 = self.gen.logits_at(ids, all_rows, all_cols)  # (K, V)
-                else:
+                    if len(e_rows):
+                        base_logp = F.log_softmax(logits0[n_t:].float(), -1)
+                else:  # the unedited logits come from the first step (δ = 0 there)
                     stream0 = self.gen.stream_before(tail, block, past)
-                    logits0 = self.gen.logits_from(tail, block, stream0, all_rows, all_cols, past)
             finally:
                 h.remove()
-        base_logp = F.log_softmax(logits0[n_t:].float(), -1) if len(e_rows) else None
         v_norm = float(captured["v"][:n_rewrite].norm(dim=-1).mean())
         delta = torch.zeros(captured["v"].shape[-1], device=dev, dtype=captured["v"].dtype,
                             requires_grad=True)
@@ -515,6 +517,8 @@ class TextRewriteSession:
                 for step in range(int(opts["steps"])):
                     check_cancel(cancel, "Finding the new value")
                     logits = step_logits()
+                    if step == 0 and base_logp is None and len(e_rows):
+                        base_logp = F.log_softmax(logits[n_t:].detach().float(), -1)
                     logp = F.log_softmax(logits[:n_t].float(), -1)
                     nll = -logp.gather(1, t_ids[:, None]).mean()
                     loss = nll + opts["decay"] * delta.pow(2).sum() / v_norm ** 2
