@@ -1,6 +1,6 @@
 """One text edit (compute_edit + apply, statistics cached, one torch thread) under the defaults
 and under the defaults before (six prefixes, lr 0.5), back to back in one process, on the first
-N known facts of benchmarks/data/facts.json at layer 6. Prints per-setting medians and steps.
+N facts of benchmarks/data/facts.json at layer 6. Prints per-setting medians and steps.
 
     .venv/bin/python benchmarks/text_defaults_speed.py 6
 """
@@ -14,28 +14,27 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from rewidget.session.facts import PREFIXES, Fact  # noqa: E402
+from text_edits import DATA, fact_of  # noqa: E402  (this folder is on sys.path as the script's)
+
+from rewidget.session.facts import SIX_PREFIXES  # noqa: E402
 from rewidget.session.text import TextRewriteSession  # noqa: E402
 
 torch.set_num_threads(1)
-SIX = PREFIXES + ("From the encyclopedia: ", "Let me tell you something. ")
 CFGS = {"defaults": {}, "lr 0.5": {"value_options": {"lr": 0.5}},
-        "six prefixes, lr 0.5 (the defaults before)": {"prefixes": SIX, "value_options": {"lr": 0.5}}}
+        "six prefixes, lr 0.5 (the defaults before)":
+            {"prefixes": SIX_PREFIXES, "value_options": {"lr": 0.5}}}
 
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 6
     s = TextRewriteSession("smollm2")
-    data = Path(__file__).resolve().parent / "data" / "facts.json"
-    facts = json.loads(data.read_text())["facts"][:n]
+    facts = json.loads(DATA.read_text())["facts"][:n]
     layer = "layers.6.mlp.down_proj"
-    s.compute_edit(s.request(Fact(facts[0]["prompt"], facts[0]["subject"], facts[0]["new"]),
-                             layer=layer))  # statistics into memory
+    s.compute_edit(s.request(fact_of(facts[0]), layer=layer))  # statistics into memory
     res = {k: [] for k in CFGS}
     for f in facts:
         for name, kw in CFGS.items():
-            req = s.request(Fact(f["prompt"], f["subject"], f["new"], old=f["true"]), layer=layer,
-                            **kw)
+            req = s.request(fact_of(f), layer=layer, **kw)
             t0 = time.perf_counter()
             e = s.compute_edit(req)
             s.apply(e)

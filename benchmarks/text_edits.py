@@ -54,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from rewidget.models import load  # noqa: E402
-from rewidget.session.facts import PREFIXES, Fact  # noqa: E402
+from rewidget.session.facts import PREFIXES, SIX_PREFIXES, Fact  # noqa: E402
 from rewidget.session.text import TextRewriteSession  # noqa: E402
 
 DATA = HERE / "data" / "facts.json"
@@ -426,8 +426,6 @@ def part_together(s, facts, bases, args, layer: str, log, done: list[dict]) -> d
     return out
 
 
-#: the prefixes of the v* search and the keys before the four of facts.PREFIXES
-SIX_PREFIXES = PREFIXES + ("From the encyclopedia: ", "Let me tell you something. ")
 #: settings tried by the grid (name → request options); --grid picks some by name
 GRID = [
     ("defaults", {}),

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rewidget.core.errors import Cancelled, RewriteError
-from rewidget.session.facts import Fact, FactRequest
+from rewidget.session.facts import SIX_PREFIXES, Fact, FactRequest
 from rewidget.session.text import TextRewriteSession, weight_in
 
 PROMPT = "The capital of Japan is"
@@ -114,9 +114,7 @@ def test_the_edit_raises_the_target(s):
     # How far the installed edit moves it depends on the prefixes the keys are averaged over
     # (0.80 nats with these six, 0.43 with the four defaults, -0.15 with '' alone); the real
     # model's edits are measured in test_text_real.py and benchmarks/text_edits.py
-    six = ("", "Here is a fact. ", "I read this in the newspaper. ", "Question: what is true? ",
-           "From the encyclopedia: ", "Let me tell you something. ")
-    req = s.request(PROMPT, "Japan", " Paris", prefixes=six,
+    req = s.request(PROMPT, "Japan", " Paris", prefixes=SIX_PREFIXES,
                     value_options={"steps": 60, "lr": 1.0, "decay": 0, "kl": 0, "clamp": 50})
     before = s.compare([PROMPT], [" Paris"])[0, 0]
     edit = s.rewrite(req)

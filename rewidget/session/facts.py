@@ -32,6 +32,8 @@ FORMAT = "rewidget.fact-request/1"
 #: (efficacy / paraphrase / neighbourhood 100 / 94 / 97% both, essence KL 0.92 / 0.91) and each
 #: step of the v* search cost a third more (benchmarks/results/text_edits.md, the options grid)
 PREFIXES = ("", "Here is a fact. ", "I read this in the newspaper. ", "Question: what is true? ")
+#: the six prefixes of the defaults before (requests saved then record them and replay with them)
+SIX_PREFIXES = PREFIXES + ("From the encyclopedia: ", "Let me tell you something. ")
 #: prompts about the subject's other properties; the change of the model's next-token
 #: distribution there is penalised while the new value is found (the essence-drift guard)
 ESSENCE = ("{} is a",)
