@@ -201,6 +201,27 @@ def test_generate_batched_equals_one_by_one(tiny):
     assert s == tiny.generate(prompts, max_new_tokens=6, greedy=False, seed=3, top_p=0.9)
 
 
+def test_generate_and_score_equals_generate_and_logprobs(tiny):
+    """One pass over the prompts for both: the same new ids as generate_ids and the same sums
+    as logprobs, for prompts of different lengths (left padding), continuations of 0 to several
+    tokens, several per prompt, in any order."""
+    prompts = [tiny.encode("The capital of Japan is"), tiny.encode("Hi"),
+               tiny.encode("In 1969 people first")]
+    conts = [(0, tiny.encode(" Tokyo")), (0, tiny.encode(" the Moon orbits")), (2, []),
+             (1, tiny.encode(" there 12")), (2, tiny.encode(" walked")), (0, tiny.encode(" 1"))]
+    assert 0 in {len(c) for _, c in conts} and max(len(c) for _, c in conts) >= 3
+    new, lp = tiny.generate_and_score(prompts, conts, max_new_tokens=5)
+    assert new == tiny.generate_ids(prompts, max_new_tokens=5)
+    want = tiny.logprobs([prompts[i] for i, _ in conts], [c for _, c in conts])
+    assert lp.dtype == torch.float64 and lp.shape == (len(conts),)
+    torch.testing.assert_close(lp, want, atol=1e-4, rtol=1e-5)
+    assert lp[2].item() == 0.0  # an empty continuation
+    # the prompts' own generation is not disturbed by scoring on their cache
+    assert tiny.generate_and_score(prompts, [], max_new_tokens=5)[0] == new
+    with pytest.raises(RewriteError, match="names prompt 3"):
+        tiny.generate_and_score(prompts, [(3, [1])])
+
+
 def test_tokens_and_round_trip(tiny):
     text = " The capital 1969, é — ok"
     assert tiny.decode(tiny.encode(text)) == text

@@ -432,12 +432,13 @@ class TextModel:
         encoded = [self.prompt_ids(p) for p in prompts]
         new = self.generate_ids(encoded, max_new_tokens, greedy, temperature, seed, top_p,
                                 weight_override)
-        out = []
-        for p, n in zip(encoded, new, strict=True):
-            full, head = self.decode(p + n), self.decode(p)
-            # decode together, so a character whose bytes straddle the prompt's end is whole
-            out.append(full[len(head):] if full.startswith(head) else self.decode(n))
-        return out
+        return [self.decode_after(p, n) for p, n in zip(encoded, new, strict=True)]
+
+    def decode_after(self, prompt: Sequence[int], new: Sequence[int]) -> str:
+        """The text of ``new`` ids read after ``prompt``'s: decoded together, so a character
+        whose bytes straddle the prompt's end is whole."""
+        full, head = self.decode(list(prompt) + list(new)), self.decode(list(prompt))
+        return full[len(head):] if full.startswith(head) else self.decode(list(new))
 
     def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 20,
                      greedy: bool = True, temperature: float = 1.0, seed: int = 0,
@@ -445,13 +446,38 @@ class TextModel:
                      weight_override: Mapping[str, torch.Tensor] | None = None
                      ) -> list[list[int]]:
         """``generate`` on token ids: the new ids per prompt (without the stop token)."""
+        return self._generate(prompts, max_new_tokens, greedy, temperature, seed, top_p,
+                              weight_override)[0]
+
+    def generate_and_score(self, prompts: Sequence[Sequence[int]],
+                           continuations: Sequence[tuple[int, Sequence[int]]],
+                           max_new_tokens: int = 20,
+                           weight_override: Mapping[str, torch.Tensor] | None = None
+                           ) -> tuple[list[list[int]], torch.Tensor]:
+        """Greedy ``generate_ids`` and, from the same pass over the prompts, ``logprobs`` of
+        each (prompt index, continuation) pair: (new ids per prompt, (B,) float64). A pair's
+        first token is read off the prompt's last logits, its later ones from one batched pass
+        over the continuations on a copy of the prompts' cache (the prompts run once, not once
+        per pair as ``logprobs`` runs them)."""
+        for i, _ in continuations:
+            if not 0 <= int(i) < len(prompts):
+                raise RewriteError(f"A continuation names prompt {i}, but there are "
+                                   f"{len(prompts)} prompts.",
+                                   "give each continuation the index of its prompt.")
+        return self._generate(prompts, max_new_tokens, True, 1.0, 0, None, weight_override,
+                              continuations)
+
+    def _generate(self, prompts, max_new_tokens, greedy, temperature, seed, top_p,
+                  weight_override, continuations: Sequence[tuple[int, Sequence[int]]] = ()
+                  ) -> tuple[list[list[int]], torch.Tensor]:
         self._check_prompts(prompts)
         if not greedy and temperature <= 0:
             raise RewriteError(f"temperature must be positive, got {temperature}.",
                                "use greedy=True for the most likely tokens.")
         n = len(prompts)
+        scores = torch.zeros(len(continuations), dtype=torch.float64)
         if n == 0:
-            return []
+            return [], scores
         t = max(len(p) for p in prompts)
         pad = self.eos_id if self.eos_id is not None else 0
         ids = torch.full((n, t), pad, dtype=torch.long)
@@ -467,6 +493,8 @@ class TextModel:
         cache = KVCache()
         with torch.no_grad(), self.overridden(weight_override):
             h = self.module.hidden(ids, cache=cache, attention_mask=mask.to(ids.device))
+            if continuations:
+                scores = self._score_on(cache, h[:, -1], continuations)
             for step in range(max_new_tokens):
                 logits = self.module.logits(h[:, -1]).cpu()  # (N, V)
                 nxt = self._pick(logits, greedy, temperature, top_p, gens)  # (N,)
@@ -478,7 +506,50 @@ class TextModel:
                         new[i].append(int(nxt[i]))
                 if step + 1 < max_new_tokens:  # the last token's own pass would go unused
                     h = self.module.hidden(nxt[:, None].to(ids.device), cache=cache)  # (N, 1, dim)
-        return new
+        return new, scores
+
+    def _score_on(self, cache: KVCache, last: torch.Tensor,
+                  continuations: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
+        """Σ log p(continuation | prompt) per pair, given the prompts' cache and last hidden
+        states (N, dim); the cache itself is left as it was."""
+        out = torch.zeros(len(continuations), dtype=torch.float64)
+        first = self.module.logits(last).log_softmax(-1)  # (N, V)
+        longer = []
+        for b, (i, c) in enumerate(continuations):
+            if len(c):
+                out[b] += float(first[int(i), int(c[0])])
+            if len(c) > 1:
+                longer.append(b)
+        if not longer:
+            return out
+        rows = torch.as_tensor([int(continuations[b][0]) for b in longer], device=last.device)
+        past = cache.length
+        pair = KVCache(k=[k[rows, :, :past] for k in cache.k],
+                       v=[v[rows, :, :past] for v in cache.v],
+                       lengths=list(cache.lengths), mask=cache.mask[rows])
+        seqs = [list(continuations[b][1])[:-1] for b in longer]  # each token predicts the next
+        m = max(len(s) for s in seqs)
+        pad = self.eos_id if self.eos_id is not None else 0
+        ids = torch.full((len(seqs), m), pad, dtype=torch.long)
+        valid = torch.zeros(len(seqs), m, dtype=torch.bool)
+        for r, s in enumerate(seqs):  # right padding after each continuation, never attended to
+            ids[r, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+            valid[r, :len(s)] = True
+        ids = self.check_latents(ids)
+        am = torch.cat([pair.mask, valid.to(pair.mask.device)], dim=1)
+        h = self.module.hidden(ids, cache=pair, attention_mask=am)  # (B, m, dim)
+        where, target, owner = [], [], []
+        for r, b in enumerate(longer):
+            c = list(continuations[b][1])
+            where += [(r, j) for j in range(len(c) - 1)]
+            target += c[1:]
+            owner += [b] * (len(c) - 1)
+        w = torch.as_tensor(where, device=ids.device)
+        logp = self.module.logits(h[w[:, 0], w[:, 1]]).log_softmax(-1)  # (K, V)
+        tok = torch.as_tensor(target, device=ids.device)
+        picked = logp.gather(1, tok[:, None])[:, 0].double().cpu()
+        out.index_add_(0, torch.as_tensor(owner), picked)
+        return out
 
     @staticmethod
     def _pick(logits: torch.Tensor, greedy: bool, temperature: float, top_p: float | None,

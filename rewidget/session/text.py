@@ -304,20 +304,24 @@ class TextRewriteSession:
 
     def _panel_side(self, rows: list[tuple], max_new_tokens: int) -> list[dict]:
         """Completions and p(old), p(new) for every panel row under the weights in place: one
-        batched generation and one batched scoring (they were one forward per row)."""
-        done = self.complete([r[1] for r in rows], max_new_tokens)
-        pairs = [(i, prompt, obj) for i, (_, prompt, old, new) in enumerate(rows)
-                 if old and new for obj in (old, new)]
-        probs = {}
-        if pairs:
-            p_ids = [self._encode(prompt, "prompt") for _, prompt, _ in pairs]
-            o_ids = [self._encode(o if o[:1].isspace() else " " + o, "object")
-                     for _, _, o in pairs]
-            with torch.no_grad():
-                lp = self.gen.logprobs(p_ids, o_ids).exp().tolist()
-            for (i, _, _), p in zip(pairs, lp, strict=True):
-                probs.setdefault(i, []).append(p)
-        return [{"completion": done[i], "p_old": probs.get(i, [math.nan, math.nan])[0],
+        batched generation whose pass over the prompts also scores the objects
+        (gen.generate_and_score; they were a second batched pass, and before that one forward
+        per row)."""
+        prompts = [self._encode(p, "prompt") for p in self._prompts([r[1] for r in rows])]
+        pairs, owner = [], []
+        for i, (_, _, old, new) in enumerate(rows):
+            if old and new:
+                for obj in (old, new):
+                    pairs.append((i, self._encode(obj if obj[:1].isspace() else " " + obj,
+                                                  "object")))
+                    owner.append(i)
+        with torch.no_grad():
+            ids, lp = self.gen.generate_and_score(prompts, pairs, max_new_tokens)
+        probs: dict[int, list[float]] = {}
+        for i, p in zip(owner, lp.exp().tolist(), strict=True):
+            probs.setdefault(i, []).append(p)
+        return [{"completion": self.gen.decode_after(prompts[i], ids[i]),
+                 "p_old": probs.get(i, [math.nan, math.nan])[0],
                  "p_new": probs.get(i, [math.nan, math.nan])[1]} for i in range(len(rows))]
 
     # -- statistics -----------------------------------------------------------------------------
