@@ -296,6 +296,31 @@ def test_protected_keys_keep_their_values():
     assert s.request(layer=layer).keep == ()
 
 
+def test_a_keep_region_over_the_whole_context_is_a_clear_error_that_loses_nothing():
+    """Keep painted over the whole of every context sample, and protect 0.9: no direction is
+    left to edit at main.9. It was an uncaught torch error (an empty QR in context_basis), in
+    compute_edit and in suggest(); now the protection error, with the session's masks, history
+    and weights as they were; suggest() says the same."""
+    s = selected(RewriteSession("tiny", stats_samples=400))
+    layer = "main.9"
+    whole = np.full((32, 32), 255, np.uint8)
+    s.set_keep(1, whole)
+    s.set_keep(3, whole)
+    s.set_protect(0.9)
+    w0 = s.gen.layer(layer).weight.detach().clone()
+    with pytest.raises(RewriteError, match="left after protection") as err:
+        s.compute_edit(s.request(layer=layer, rank=1))
+    assert "keep a smaller region" in err.value.fix
+    assert len(s.history) == 0 and torch.equal(w0, s.gen.layer(layer).weight)
+    assert [k.sample.seed for k in s.keep] == [1, 3] and len(s.context) == 2
+    with pytest.raises(RewriteError, match="left after protection") as err:
+        s.suggest(layers=[layer, "main.7"], ranks=(1,))
+    assert "keep a smaller region" in err.value.fix
+    assert len(s.history) == 0 and torch.equal(w0, s.gen.layer(layer).weight)
+    s.set_protect(0.0)  # the painted keep alone leaves directions to edit
+    assert s.compute_edit(s.request(layer=layer, rank=1)).rank == 1
+
+
 def test_keep_and_protect_round_trip_and_are_validated(tmp_path):
     s = selected(RewriteSession("tiny", stats_samples=400))
     s.set_keep(5, box(32, 20, 30, 2, 30))

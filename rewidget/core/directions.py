@@ -183,7 +183,7 @@ def context_basis(inv: CovarianceInverse, keys: torch.Tensor, weights: torch.Ten
         d = u[:, :min(max_rank, distinct)]
         if rule == "whitened":
             d = inv.whiten(d.T).T  # back to key space with Z
-    if protect or rule == "whitened":
+    if d.shape[1] and (protect or rule == "whitened"):  # none left: take_rank says why
         # QR (Gram-Schmidt) keeps the order and nesting: column 1 ∝ the first direction
         with serial():
             q, r = torch.linalg.qr(d)

@@ -665,9 +665,11 @@ def suggest(session: RewriteSession, layers: Sequence[str] | None = None,
             grow(ranked[0], solver, options)
     report(progress, total, total, "suggest: done")
     if not candidates:
+        fix = "paint a larger context, or paste where the context appears."
+        if base.keep or base.protect:
+            fix = "keep a smaller region (or lower protect), or " + fix
         raise RewriteError("No layer and rank could be solved for these selections: "
-                           + "; ".join(skipped[:3]),
-                           "paint a larger context, or paste where the context appears.")
+                           + "; ".join(skipped[:3]), fix)
     front = pareto_front([(c.effect * c.generalisation, -c.collateral, -c.realism)
                           for c in candidates])
     candidates = [replace(c, pareto=p) for c, p in zip(candidates, front, strict=True)]
