@@ -397,14 +397,19 @@ class TextModel:
                     where += [(b, p - 1 + j) for j in range(c)]
                     target += list(continuations[i])
                     owner += [i] * c
-                if not where:
-                    continue
-                w = torch.as_tensor(where, device=ids.device)
-                logp = self.module.logits(h[w[:, 0], w[:, 1]]).log_softmax(-1)  # (K, V)
-                tok = torch.as_tensor(target, device=ids.device)
-                picked = logp.gather(1, tok[:, None])[:, 0].double().cpu()  # (K,)
-                out.index_add_(0, torch.as_tensor(owner), picked)
+                self._add_logprobs(out, h, where, target, owner)
         return out
+
+    def _add_logprobs(self, out: torch.Tensor, h: torch.Tensor, where: list[tuple[int, int]],
+                      target: list[int], owner: list[int]) -> None:
+        """out[owner[k]] += log p(target[k]) read at hidden state h[where[k]], for every k."""
+        if not where:
+            return
+        w = torch.as_tensor(where, device=h.device)
+        logp = self.module.logits(h[w[:, 0], w[:, 1]]).log_softmax(-1)  # (K, V)
+        tok = torch.as_tensor(target, device=h.device)
+        picked = logp.gather(1, tok[:, None])[:, 0].double().cpu()  # (K,)
+        out.index_add_(0, torch.as_tensor(owner), picked)
 
     def next_token_logprobs(self, prompts: Sequence[Sequence[int]],
                             weight_override: Mapping[str, torch.Tensor] | None = None
@@ -493,11 +498,11 @@ class TextModel:
         cache = KVCache()
         with torch.no_grad(), self.overridden(weight_override):
             h = self.module.hidden(ids, cache=cache, attention_mask=mask.to(ids.device))
+            logits = self.module.logits(h[:, -1])  # (N, V): the first new token's, and pairs'
             if continuations:
-                scores = self._score_on(cache, h[:, -1], continuations)
+                scores = self._score_on(cache, logits.log_softmax(-1), continuations)
             for step in range(max_new_tokens):
-                logits = self.module.logits(h[:, -1]).cpu()  # (N, V)
-                nxt = self._pick(logits, greedy, temperature, top_p, gens)  # (N,)
+                nxt = self._pick(logits.cpu(), greedy, temperature, top_p, gens)  # (N,)
                 done |= torch.isin(nxt, stops)
                 if bool(done.all()):
                     break
@@ -506,14 +511,14 @@ class TextModel:
                         new[i].append(int(nxt[i]))
                 if step + 1 < max_new_tokens:  # the last token's own pass would go unused
                     h = self.module.hidden(nxt[:, None].to(ids.device), cache=cache)  # (N, 1, dim)
+                    logits = self.module.logits(h[:, -1])
         return new, scores
 
-    def _score_on(self, cache: KVCache, last: torch.Tensor,
+    def _score_on(self, cache: KVCache, first: torch.Tensor,
                   continuations: Sequence[tuple[int, Sequence[int]]]) -> torch.Tensor:
-        """Σ log p(continuation | prompt) per pair, given the prompts' cache and last hidden
-        states (N, dim); the cache itself is left as it was."""
+        """Σ log p(continuation | prompt) per pair, given the prompts' cache and the log-softmax
+        of their next token (N, V); the cache itself is left as it was."""
         out = torch.zeros(len(continuations), dtype=torch.float64)
-        first = self.module.logits(last).log_softmax(-1)  # (N, V)
         longer = []
         for b, (i, c) in enumerate(continuations):
             if len(c):
@@ -522,33 +527,22 @@ class TextModel:
                 longer.append(b)
         if not longer:
             return out
-        rows = torch.as_tensor([int(continuations[b][0]) for b in longer], device=last.device)
+        rows = torch.as_tensor([int(continuations[b][0]) for b in longer], device=first.device)
         past = cache.length
         pair = KVCache(k=[k[rows, :, :past] for k in cache.k],
                        v=[v[rows, :, :past] for v in cache.v],
                        lengths=list(cache.lengths), mask=cache.mask[rows])
         seqs = [list(continuations[b][1])[:-1] for b in longer]  # each token predicts the next
-        m = max(len(s) for s in seqs)
-        pad = self.eos_id if self.eos_id is not None else 0
-        ids = torch.full((len(seqs), m), pad, dtype=torch.long)
-        valid = torch.zeros(len(seqs), m, dtype=torch.bool)
-        for r, s in enumerate(seqs):  # right padding after each continuation, never attended to
-            ids[r, :len(s)] = torch.as_tensor(s, dtype=torch.long)
-            valid[r, :len(s)] = True
-        ids = self.check_latents(ids)
+        ids = self._right_padded(seqs)  # the padding after each is never attended to
+        valid = torch.arange(ids.shape[1]) < torch.tensor([len(s) for s in seqs])[:, None]
         am = torch.cat([pair.mask, valid.to(pair.mask.device)], dim=1)
         h = self.module.hidden(ids, cache=pair, attention_mask=am)  # (B, m, dim)
         where, target, owner = [], [], []
-        for r, b in enumerate(longer):
-            c = list(continuations[b][1])
-            where += [(r, j) for j in range(len(c) - 1)]
-            target += c[1:]
-            owner += [b] * (len(c) - 1)
-        w = torch.as_tensor(where, device=ids.device)
-        logp = self.module.logits(h[w[:, 0], w[:, 1]]).log_softmax(-1)  # (K, V)
-        tok = torch.as_tensor(target, device=ids.device)
-        picked = logp.gather(1, tok[:, None])[:, 0].double().cpu()
-        out.index_add_(0, torch.as_tensor(owner), picked)
+        for r, s in enumerate(seqs):
+            where += [(r, j) for j in range(len(s))]
+            target += list(continuations[longer[r]][1])[1:]
+            owner += [longer[r]] * len(s)
+        self._add_logprobs(out, h, where, target, owner)
         return out
 
     @staticmethod
