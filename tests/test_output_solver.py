@@ -119,3 +119,22 @@ def test_cancel_stops_the_solve_midway_and_changes_nothing(s):
 
 def test_installing_and_undoing_an_output_edit_is_exact(s):
     edit_then_undo(s, s.request(layer=LAYER, rank=2, solver="output", steps=50))
+
+
+def test_the_low_rank_path_fits_what_the_full_width_layer_fits(s, monkeypatch):
+    """A plain layer's output solve runs W₀k + ΛDᵀk instead of the full edited layer; with the
+    full-width layer forced (plain off) the same request reaches the same loss and Λ."""
+    from rewidget.core.memory import LinearMemory
+
+    request = s.request(layer=LAYER, rank=3, solver="output", steps=40)
+    assert memory_for(s.gen.layer(LAYER), LAYER).plain
+    fast = s.compute_edit(request)
+    monkeypatch.setattr(LinearMemory, "plain", property(lambda self: False))
+    full = s.compute_edit(request)
+    a, b = fast.report["output_l1"], full.report["output_l1"]
+    assert a["unchanged"] == pytest.approx(b["unchanged"], rel=1e-5)
+    assert a["start"] == pytest.approx(b["start"], rel=1e-5)
+    assert a["installed"] == pytest.approx(b["installed"], rel=1e-3)
+    assert a["installed"] < 0.9 * a["start"]  # it did fit
+    rel = float((fast.factor - full.factor).norm() / full.factor.norm())
+    assert rel < 1e-2, rel
