@@ -11,7 +11,8 @@ from rewidget.core.edits import edit_problem, sample_latents
 from rewidget.core.errors import Cancelled
 from rewidget.core.memory import memory_for
 from rewidget.core.requests import EditRequest
-from rewidget.core.through import output_loss
+from rewidget.core.solve import solve_exact
+from rewidget.core.through import output_loss, solve_output
 
 from .conftest import box, edit_then_undo
 
@@ -121,20 +122,23 @@ def test_installing_and_undoing_an_output_edit_is_exact(s):
     edit_then_undo(s, s.request(layer=LAYER, rank=2, solver="output", steps=50))
 
 
-def test_the_low_rank_path_fits_what_the_full_width_layer_fits(s, monkeypatch):
-    """A plain layer's output solve runs W₀k + ΛDᵀk instead of the full edited layer; with the
-    full-width layer forced (plain off) the same request reaches the same loss and Λ."""
-    from rewidget.core.memory import LinearMemory
-
-    request = s.request(layer=LAYER, rank=3, solver="output", steps=40)
-    assert memory_for(s.gen.layer(LAYER), LAYER).plain
-    fast = s.compute_edit(request)
-    monkeypatch.setattr(LinearMemory, "plain", property(lambda self: False))
-    full = s.compute_edit(request)
-    a, b = fast.report["output_l1"], full.report["output_l1"]
+def test_the_low_rank_path_fits_what_the_full_width_layer_fits(s):
+    """A plain layer's output solve runs W₀k + ΛDᵀk instead of the full edited layer; the
+    full-width path from the same start reaches the same loss and Λ."""
+    request = s.request(layer=LAYER, rank=3, solver="output")
+    problem = edit_problem(s.gen, request)
+    inv = s.inverse(LAYER)
+    d, _ = problem.directions(inv, 3, request.direction_rule)
+    init, _ = solve_exact(problem.mem, d, problem.targets, normal=problem.normal(d), ridge=1.0)
+    goal = problem.output_goal(0)
+    assert problem.mem.plain
+    runs = {low: solve_output(s.gen, problem.mem, LAYER, d, goal, init, 40, 0.05, 1.0,
+                              low_rank=low) for low in (True, False)}
+    (fast, a), (full, b) = runs[True], runs[False]
+    a, b = a["output_l1"], b["output_l1"]
     assert a["unchanged"] == pytest.approx(b["unchanged"], rel=1e-5)
     assert a["start"] == pytest.approx(b["start"], rel=1e-5)
     assert a["installed"] == pytest.approx(b["installed"], rel=1e-3)
     assert a["installed"] < 0.9 * a["start"]  # it did fit
-    rel = float((fast.factor - full.factor).norm() / full.factor.norm())
+    rel = float((fast - full).norm() / full.norm())
     assert rel < 1e-2, rel

@@ -16,7 +16,7 @@ from rewidget.core.masks import mask_at, parts_touching, shift
 from rewidget.core.memory import memory_for
 from rewidget.core.placement import mask_parts, place_on_parts
 from rewidget.core.requests import EditRequest, Paste, Sample, Selection
-from rewidget.core.targets import _inpaint, paste_target
+from rewidget.core.targets import _inpaint, inpaint_dense, paste_target
 
 S = 32
 LAYER = "main.7"
@@ -154,3 +154,22 @@ def test_session_paste_on_context_adds_the_pastes_all_or_nothing(tiny_session):
     assert s.request(layer=LAYER).replace and not s.request("erase", layer=LAYER).replace
     s.use_request(dataclasses.replace(req, replace=False))
     assert s.replace is False
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_the_fill_matches_jacobi_on_the_whole_image(shared):
+    """_inpaint updates only the hole pixels (gathered by index); it must equal the whole-image
+    average-pool iteration, holes on the borders and corners included."""
+    g = torch.Generator().manual_seed(3)
+    values = torch.randn(3, 5, 12, 10, generator=g)
+    hole = torch.rand(3, 12, 10, generator=g) < 0.2
+    hole[:, 0, :3] = True  # top edge and a corner
+    hole[1, 4:9, 9] = True  # right edge
+    hole[2] = False  # a sample with nothing to fill
+    if shared:
+        hole = hole[0]
+    got = _inpaint(values, hole, iterations=37)
+    want = inpaint_dense(values, hole, iterations=37)
+    assert torch.allclose(got, want, atol=1e-5), float((got - want).abs().max())
+    known = ~(hole[None].expand(3, -1, -1) if shared else hole)
+    assert torch.equal(got.permute(1, 0, 2, 3)[:, known], values.permute(1, 0, 2, 3)[:, known])

@@ -138,14 +138,14 @@ def output_errors(gen, layer: str, goal: OutputGoal, weight: torch.Tensor | None
 
 def solve_output(gen, mem: LinearMemory, layer: str, directions: torch.Tensor,
                  goal: OutputGoal, init: torch.Tensor, steps: int, lr: float, keep: float,
-                 progress: ProgressFn | None = None, cancel: CancelToken | None = None
-                 ) -> tuple[torch.Tensor, dict]:
+                 progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                 low_rank: bool | None = None) -> tuple[torch.Tensor, dict]:
     """Adam on Λ (from ``init``) through the layers after ``layer``; the best iterate is kept.
 
-    For a ``plain`` layer (memory.plain) whose generator takes a stand-in output, each step runs
-    the edited layer as its unedited output W₀k (computed once) plus the rank-r change ΛDᵀk: the
-    full-width layer is neither run nor differentiated (on faces main.6, 3 goal samples: each
-    step about half the time)."""
+    ``low_rank`` (default: whenever it can) — for a ``plain`` layer (memory.plain) whose
+    generator takes a stand-in output, each step runs the edited layer as its unedited output
+    W₀k (computed once) plus the rank-r change ΛDᵀk: the full-width layer is neither run nor
+    differentiated (benchmarks/output_solver_speed.py). False: the full edited layer."""
     t0 = time.perf_counter()
     w0 = mem.weight.detach()
     d = directions.to(device=w0.device, dtype=w0.dtype)
@@ -153,7 +153,12 @@ def solve_output(gen, mem: LinearMemory, layer: str, directions: torch.Tensor,
     lam = init.detach().to(device=w0.device, dtype=w0.dtype).clone().requires_grad_(True)
     opt = torch.optim.Adam([lam], lr=step_size)
     axis = mem.key_axis
-    low_rank = mem.plain and "output" in inspect.signature(gen.run_between).parameters
+    can = mem.plain and "output" in inspect.signature(gen.run_between).parameters
+    if low_rank and not can:
+        raise RewriteError(f"Layer {layer!r} cannot be run as its unedited output plus a "
+                           "low-rank change (not a plain Conv2d / ConvTranspose2d / Linear, or "
+                           "its generator takes no stand-in output).", "pass low_rank=None.")
+    low_rank = can if low_rank is None else low_rank
     if low_rank:
         with torch.no_grad():
             out0, proj = mem.values(goal.keys), mem.project(goal.keys, d)
