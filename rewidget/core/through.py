@@ -145,7 +145,7 @@ def solve_output(gen, mem: LinearMemory, layer: str, directions: torch.Tensor,
     ``low_rank`` (default: whenever it can) — for a ``plain`` layer (memory.plain) whose
     generator takes a stand-in output, each step runs the edited layer as its unedited output
     W₀k (computed once) plus the rank-r change ΛDᵀk: the full-width layer is neither run nor
-    differentiated (benchmarks/output_solver_speed.py). False: the full edited layer."""
+    differentiated (benchmarks/fill_speed.py). False: the full edited layer."""
     t0 = time.perf_counter()
     w0 = mem.weight.detach()
     d = directions.to(device=w0.device, dtype=w0.dtype)
