@@ -87,8 +87,7 @@ def measure(s: RewriteSession, name: str, request, repeats: int) -> list[str]:
     def solve(low: bool):
         return solve_output(gen, mem, mem_layer, d, goal, init, int(opts["steps"]), opts["lr"],
                             opts["keep"], low_rank=low)
-    with torch.no_grad():
-        fast, slow, (fa, ra), (fb, rb) = pair(lambda: solve(True), lambda: solve(False), repeats)
+    fast, slow, (fa, ra), (fb, rb) = pair(lambda: solve(True), lambda: solve(False), repeats)
     lines.append(f"| output solve, {int(opts['steps'])} steps, {goal.keys.shape[0]} goal samples "
                  f"| {fast:.2f} s | {slow:.2f} s | {slow / fast:.2f} | loss "
                  f"{ra['output_l1']['installed']:.5f} vs {rb['output_l1']['installed']:.5f}; "

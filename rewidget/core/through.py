@@ -136,6 +136,13 @@ def output_errors(gen, layer: str, goal: OutputGoal, weight: torch.Tensor | None
                 "l2": float((err.pow(2).mean(1, keepdim=True) * w).sum()) / total}
 
 
+def runs_low_rank(gen, mem: LinearMemory) -> bool:
+    """Can the layer of ``mem`` be run as its unedited output W₀k plus the low-rank change
+    ΛDᵀk? Its module is plain (memory.plain) and the generator's run_between takes a stand-in
+    output=."""
+    return mem.plain and "output" in inspect.signature(gen.run_between).parameters
+
+
 def solve_output(gen, mem: LinearMemory, layer: str, directions: torch.Tensor,
                  goal: OutputGoal, init: torch.Tensor, steps: int, lr: float, keep: float,
                  progress: ProgressFn | None = None, cancel: CancelToken | None = None,
@@ -153,7 +160,7 @@ def solve_output(gen, mem: LinearMemory, layer: str, directions: torch.Tensor,
     lam = init.detach().to(device=w0.device, dtype=w0.dtype).clone().requires_grad_(True)
     opt = torch.optim.Adam([lam], lr=step_size)
     axis = mem.key_axis
-    can = mem.plain and "output" in inspect.signature(gen.run_between).parameters
+    can = runs_low_rank(gen, mem)
     if low_rank and not can:
         raise RewriteError(f"Layer {layer!r} cannot be run as its unedited output plus a "
                            "low-rank change (not a plain Conv2d / ConvTranspose2d / Linear, or "

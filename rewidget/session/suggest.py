@@ -35,7 +35,6 @@ which draws dark frames on most held-out faces (pictures: benchmarks/results/).
 
 from __future__ import annotations
 
-import inspect
 import math
 import time
 from collections.abc import Sequence
@@ -54,6 +53,7 @@ from ..core.progress import CancelToken, ProgressFn, check_cancel, report
 from ..core.requests import Sample
 from ..core.scoring import Moments, Reference, pareto_front, realism_loss
 from ..core.serial import serial
+from ..core.through import runs_low_rank
 
 if TYPE_CHECKING:
     from .session import RewriteSession
@@ -328,8 +328,7 @@ class _LayerView:
         #: the layer's unedited output, when an edit's output is that plus a low-rank change
         #: (memory.plain): each candidate then runs the edited layer at rank r, not C_in (a
         #: generator of its own whose run_between takes no output= gets the stand-in weight)
-        takes = "output" in inspect.signature(gen.run_between).parameters
-        self.out0 = self.mem.values(self.keys) if self.mem.plain and takes else None
+        self.out0 = self.mem.values(self.keys) if runs_low_rank(gen, self.mem) else None
         if before is None:
             self.before, self.feats_before = self.render(None)
         else:  # the unedited model drawn once for every layer; its features here are cached keys
